@@ -1,0 +1,138 @@
+"""Typed configs from plain data.
+
+Every config is a dataclass. `from_dict` fills one from a mapping (a YAML section, CLI options) and
+rejects unknown keys and wrong types with a message that names the key and its path in the file;
+`to_dict` gives the resolved config back as plain data for manifests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from compress.errors import RecipeError
+
+C = TypeVar("C")
+
+
+def from_dict(cls: type[C], data: Any, *, where: str = "config") -> C:
+    """Build dataclass `cls` from `data`, checking keys and types.
+
+    Args:
+        cls: the dataclass type.
+        data: a mapping (or None for all defaults).
+        where: path of this section for error messages, e.g. "recipe.yaml: steps[2].params".
+    """
+    if data is None:
+        data = {}
+    if dataclasses.is_dataclass(data) and isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise RecipeError(
+            f"{where}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(value, hints[name], f"{where}.{name}")
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise RecipeError(f"{where}: missing required key '{missing[0]}'")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise RecipeError(f"{where}: {e}") from None
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except RecipeError as e:
+                errors.append(str(e))
+        raise RecipeError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {tp}")
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise RecipeError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{where}: expected a list, got {type(value).__name__}")
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise RecipeError(f"{where}: expected {len(args)} items, got {len(value)}")
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        out = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping, got {type(value).__name__}")
+        _, vt = get_args(tp) or (str, Any)
+        return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where=where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise RecipeError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise RecipeError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise RecipeError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise RecipeError(f"{where}: expected a string, got {value!r}")
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise RecipeError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def to_dict(config: Any) -> Any:
+    """Plain-data form of a config (dataclasses, lists, tuples, dicts)."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, (list, tuple)):
+        return [to_dict(v) for v in config]
+    if isinstance(config, dict):
+        return {str(k): to_dict(v) for k, v in config.items()}
+    return config
+
+
+def replace(config: C, **changes: Any) -> C:
+    """A copy of `config` with the non-None `changes` applied (CLI options override recipes)."""
+    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
+
+
+_ = typing  # keep typing importable for get_type_hints on string annotations

@@ -1,0 +1,46 @@
+"""Image classification: cross-entropy, top-1 / top-5 accuracy."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from compress.tasks.base import Metric, Task, as_tensor
+
+
+class Accuracy(Metric):
+    def __init__(self) -> None:
+        self.correct1 = 0
+        self.correct5 = 0
+        self.total = 0
+        self.loss_sum = 0.0
+
+    def update(self, outputs, targets) -> None:
+        logits, y = as_tensor(outputs).float(), as_tensor(targets).long()
+        k = min(5, logits.shape[1])
+        topk = logits.topk(k, dim=1).indices
+        self.correct1 += int((topk[:, 0] == y).sum())
+        self.correct5 += int((topk == y[:, None]).any(1).sum())
+        self.loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        self.total += len(y)
+
+    def compute(self) -> dict[str, float]:
+        n = max(self.total, 1)
+        return {
+            "accuracy": self.correct1 / n,
+            "top5": self.correct5 / n,
+            "loss": self.loss_sum / n,
+            "samples": self.total,
+        }
+
+
+class Classification(Task):
+    name = "classification"
+    primary = "accuracy"
+    higher_is_better = True
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, targets)
+
+    def metric(self) -> Metric:
+        return Accuracy()
