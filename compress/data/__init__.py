@@ -54,9 +54,9 @@ class DataConfig:
 class DataBundle:
     """The splits of one dataset, ready for a DataLoader."""
 
-    train: "torch.utils.data.Dataset"  # noqa: F821
-    val: "torch.utils.data.Dataset"  # noqa: F821
-    calib: "torch.utils.data.Dataset"  # noqa: F821
+    train: torch.utils.data.Dataset  # noqa: F821
+    val: torch.utils.data.Dataset  # noqa: F821
+    calib: torch.utils.data.Dataset  # noqa: F821
     input_shape: tuple[int, int, int]
     num_classes: int
     task: str

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from compress.registry import Registry
 from compress.errors import ModelError
+from compress.registry import Registry
 
 BUILTIN: Registry = Registry("builtin model", ModelError)
 

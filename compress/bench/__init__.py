@@ -1,0 +1,86 @@
+"""Measure a deployed model: latency and task metrics, both through the runtime backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compress.bench.latency import LatencyConfig, measure, summarize
+from compress.errors import DataError
+
+
+@dataclass
+class BenchConfig:
+    """What to measure and how.
+
+    Attributes:
+        backend: runtime backend (onnxruntime, torch).
+        device: cpu or cuda.
+        threads: intra-op threads (0: one per physical core).
+        batch_size: batch size of the latency measurement.
+        latency: warm-up and measurement lengths.
+        accuracy: also evaluate the task metric on the validation split through the backend.
+        eval_batch_size: batch size for that evaluation.
+        seed: the random latency inputs depend on it.
+    """
+
+    backend: str = "onnxruntime"
+    device: str = "cpu"
+    threads: int = 0
+    batch_size: int = 1
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    accuracy: bool = True
+    eval_batch_size: int = 64
+    seed: int = 0
+
+
+def bench(path: str | Path, config: BenchConfig | None = None, *, data: Any = None) -> dict[str, Any]:
+    """Latency (and, with `data`, task metrics) of the model file at `path` through the backend."""
+    from compress.backends import get_backend
+    from compress.backends.base import BackendOptions
+
+    config = config or BenchConfig()
+    session = get_backend(config.backend).load(path, BackendOptions(config.device, config.threads))
+    shape = session.input_shape
+    if data is not None:
+        want = [config.batch_size, *data.input_shape]
+        for have, need in zip(shape[1:], data.input_shape, strict=False):
+            if isinstance(have, int) and have > 0 and have != need:
+                raise DataError(
+                    f"{Path(path).name} expects inputs {shape[1:]} but the data gives {list(data.input_shape)}; "
+                    "set the data's image_size/channels to match"
+                )
+    else:
+        if any(not isinstance(d, int) or d <= 0 for d in shape[1:]):
+            raise DataError(f"{Path(path).name} has a dynamic input shape {shape}; pass --data to fix it")
+        want = [config.batch_size, *shape[1:]]
+    rng = np.random.default_rng(config.seed)
+    x = rng.random(want, dtype=np.float32).astype(session.input_dtype)
+    times = measure(session.runner(x), config.latency)
+    result: dict[str, Any] = {"latency": summarize(times, config.batch_size), "runtime": session.info()}
+    if data is not None and config.accuracy:
+        result["metrics"] = evaluate_session(session, data.val, data.task, config.eval_batch_size)
+    return result
+
+
+def evaluate_session(session, dataset, task: str, batch_size: int = 64) -> dict[str, float]:
+    """The task metric computed from the deployed model's outputs."""
+    import torch
+
+    from compress.tasks import get_task
+
+    metric = get_task(task).metric()
+    fixed = session.input_shape[0]
+    if isinstance(fixed, int) and fixed > 0:
+        batch_size = fixed
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=bool(fixed))
+    for x, y in loader:
+        out = session.run(x.numpy().astype(session.input_dtype))
+        metric.update(out, y)
+    return metric.compute()
+
+
+__all__ = ["BenchConfig", "LatencyConfig", "bench", "evaluate_session", "measure", "summarize"]

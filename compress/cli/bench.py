@@ -1,0 +1,61 @@
+"""`compress bench`: latency and accuracy of a deployed model through a runtime backend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from compress.cli import options as opt
+from compress.cli.common import data_config, handle_errors
+from compress.errors import CompressError
+
+
+@handle_errors
+def bench(
+    model: str = typer.Argument(..., help="An .onnx file or a run directory with an onnx artifact."),
+    data: str | None = opt.DataOptional,
+    backend: str = typer.Option("onnxruntime", "--backend", help="Runtime backend."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", help="Batch size for the latency measurement."),
+    threads: int = typer.Option(0, "--threads", help="Intra-op threads (0: physical cores)."),
+    min_iters: int = typer.Option(50, "--min-iters", help="Measure at least this many runs..."),
+    min_time: float = typer.Option(1.0, "--min-time", help="...and at least this many seconds."),
+    warmup: float = typer.Option(0.2, "--warmup", help="Warm-up seconds (and at least 10 runs)."),
+    task: str | None = opt.Task,
+    image_size: int | None = opt.ImageSize,
+    channels: int | None = opt.Channels,
+    limit: int | None = opt.Limit,
+    json_out: Path | None = typer.Option(None, "--json", help="Write every figure to this JSON file."),
+) -> None:
+    """Measure latency (n, mean, std, CoV, percentiles, throughput) and, with --data, accuracy through
+    the deployed model."""
+    from compress.bench import BenchConfig, LatencyConfig
+    from compress.bench import bench as run_bench
+    from compress.cli.common import console
+    from compress.data import load_data
+    from compress.env import environment
+    from compress.io import atomic_write_json, sha256_file
+    from compress.models.sources import resolve_model_path
+    from compress.report.render import latency_table
+
+    role = "torch" if backend == "torch" else "onnx"
+    path = resolve_model_path(model, role)
+    if not path.is_file():
+        raise CompressError(f"model file not found: {path}")
+    if json_out is not None and json_out.resolve() == path.resolve():
+        raise CompressError("--json would overwrite the model")
+    bundle = None
+    if data is not None:
+        bundle = load_data(data_config(data, task=task, image_size=image_size, channels=channels, limit=limit))
+    cfg = BenchConfig(backend=backend, device=device, threads=threads, batch_size=batch_size,
+                      latency=LatencyConfig(min_iters=min_iters, min_time_s=min_time, warmup_s=warmup))
+    result = run_bench(path, cfg, data=bundle)
+    result.update({"model": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size,
+                   "data": data, "environment": environment()})
+    console().print(latency_table(result, f"{path.name} · batch {batch_size}"))
+    if json_out is not None:
+        atomic_write_json(json_out, result)
+        typer.echo(f"wrote {json_out}", err=True)
+    _ = json

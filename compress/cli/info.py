@@ -1,0 +1,83 @@
+"""`compress info`: parameters, MACs, size and a layer table of a model or ONNX file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from compress.cli import options as opt
+from compress.cli.common import handle_errors, parse_shape
+
+
+@handle_errors
+def info(
+    model: str = typer.Argument(..., help="Model spec, checkpoint, run directory or .onnx file."),
+    input_shape: str | None = opt.InputShape,
+    num_classes: int | None = opt.NumClasses,
+    layers: bool = typer.Option(True, "--layers/--no-layers", help="Show the per-layer table."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    trust_code: bool = opt.TrustCode,
+) -> None:
+    """Describe a model: params, MACs, size on disk, layers (or ONNX ops and initializers)."""
+    from rich.table import Table
+
+    from compress.cli.common import console
+    from compress.models.sources import is_onnx_spec, resolve_model_path
+    from compress.report.build import fmt_bytes, fmt_count
+
+    out = console()
+    if is_onnx_spec(model):
+        from compress.analysis import onnx_summary
+
+        path = resolve_model_path(model, "onnx")
+        summary = onnx_summary(path)
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+            return
+        t = Table(title=f"{path}", show_header=False)
+        t.add_row("size", fmt_bytes(summary["bytes"]))
+        t.add_row("params", f"{summary['params']:,}")
+        t.add_row("opset", str(summary["opset"]))
+        t.add_row("inputs", ", ".join(f"{i['name']} {i['shape']}" for i in summary["inputs"]))
+        t.add_row("initializers", ", ".join(f"{k}: {fmt_count(v)}" for k, v in summary["initializer_dtypes"].items()))
+        t.add_row("nodes", str(summary["nodes"]))
+        t.add_row("ops", ", ".join(f"{k}×{v}" for k, v in summary["ops"].items()))
+        out.print(t)
+        return
+
+    from compress.analysis import layer_table, model_summary
+    from compress.models.sources import load_model
+
+    net = load_model(model, num_classes=num_classes, input_shape=parse_shape(input_shape), trust_code=trust_code)
+    shape = parse_shape(input_shape) or net.input_shape
+    summary = model_summary(net.module, shape)
+    summary.update({"model": model, "source": net.arch, "task": net.task,
+                    "history": [f"{s['technique']}:{s['method']}" for s in net.history]})
+    path = Path(model)
+    if path.exists():
+        file = resolve_model_path(model, "torch")
+        summary["file_bytes"] = file.stat().st_size
+    rows = layer_table(net.module, shape) if layers else []
+    if as_json:
+        typer.echo(json.dumps({**summary, "layers": rows}, indent=2, default=str))
+        return
+    t = Table(title=model, show_header=False)
+    t.add_row("architecture", f"{net.arch.get('source')}:{net.arch.get('name')} {net.arch.get('kwargs') or ''}")
+    t.add_row("input", str(list(shape)))
+    t.add_row("params", f"{summary['params']:,} ({fmt_count(summary['params'])})")
+    t.add_row("MACs", f"{summary['macs']:,} ({fmt_count(summary['macs'])})")
+    t.add_row("fp32 size", fmt_bytes(summary["fp32_bytes"]))
+    if "file_bytes" in summary:
+        t.add_row("file size", fmt_bytes(summary["file_bytes"]))
+    if summary["history"]:
+        t.add_row("history", " → ".join(summary["history"]))
+    out.print(t)
+    if rows:
+        lt = Table(title="layers")
+        for col in ("name", "type", "output", "params", "MACs"):
+            lt.add_column(col, justify="right" if col in ("params", "MACs") else "left")
+        for r in rows:
+            lt.add_row(r["name"], r["type"], str(r["output"] or ""), f"{r['params']:,}", f"{r['macs']:,}")
+        out.print(lt)

@@ -1,0 +1,33 @@
+"""The `compress` command. Each subcommand lives in its own module and is a thin shell over the library."""
+
+from __future__ import annotations
+
+import typer
+
+from compress.cli import bench, check, export, history, info, report, run, train
+
+app = typer.Typer(
+    name="compress",
+    help="Compress PyTorch networks (distill, prune, quantize), deploy them as ONNX, and measure accuracy "
+    "against latency.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command("info")(info.info)
+app.command("train")(train.train)
+app.command("export")(export.export)
+app.command("bench")(bench.bench)
+app.command("run")(run.run)
+app.command("report")(report.report)
+app.command("check")(check.check)
+app.add_typer(history.app, name="history")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""`compress train`: train or fine-tune a model on a dataset into a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from compress.cli import options as opt
+from compress.cli.common import data_config, handle_errors
+
+
+@handle_errors
+def train(
+    model: str = typer.Option(..., "--model", "-m", help="Model spec: torchvision:NAME, builtin:NAME, checkpoint or run dir."),
+    out: Path = opt.Out,
+    data: str = opt.Data,
+    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs (default 5)."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size per process."),
+    optimizer: str | None = typer.Option(None, "--optimizer", help="sgd, adam or adamw."),
+    width: float | None = typer.Option(None, "--width", help="Width multiplier for builtin architectures."),
+    num_classes: int | None = opt.NumClasses,
+    task: str | None = opt.Task,
+    image_size: int | None = opt.ImageSize,
+    channels: int | None = opt.Channels,
+    limit: int | None = opt.Limit,
+    seed: int | None = opt.Seed,
+    config: Path | None = typer.Option(None, "--config", help="YAML file with TrainConfig fields."),
+    force: bool = opt.Force,
+    resume: bool = opt.Resume,
+    trust_code: bool = opt.TrustCode,
+) -> None:
+    """Train a model (or fine-tune a checkpoint) and save it as DIR/model.pt with a manifest."""
+    from compress.cli.common import console
+    from compress.cli.runs import finish, load_yaml_params
+    from compress.config import from_dict, to_dict
+    from compress.data import load_data
+    from compress.pipeline import load_input, run_technique, write_variant
+    from compress.runs import RunDir
+    from compress.train.loop import TrainConfig
+
+    params = load_yaml_params(config)
+    for key, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size), ("optimizer", optimizer),
+                       ("seed", seed)):
+        if value is not None:
+            params[key] = value
+    train_config = from_dict(TrainConfig, params, where=str(config) if config else "train options")
+    data_cfg = data_config(data, task=task, image_size=image_size, channels=channels, limit=limit, seed=seed)
+    bundle = load_data(data_cfg)
+    kwargs = {"width": width} if width is not None else None
+    net = load_input(model, bundle, kwargs=kwargs, trust_code=trust_code, num_classes=num_classes)
+    run = RunDir(out, "train", force=force, resume=resume)
+    run.add_input("model", model, model if Path(model).is_file() else None)
+    run.set_config({"params": to_dict(train_config), "data": to_dict(data_cfg)})
+    result = run_technique("train", train_config, net, data=bundle, workdir=run.work / "work")
+    write_variant(run, result, data=bundle, export=False)
+    finish(run, console(), summary={k: result.metrics.get(k) for k in (bundle_metric(bundle),)})
+
+
+def bundle_metric(bundle) -> str:
+    from compress.tasks import get_task
+
+    return get_task(bundle.task).primary

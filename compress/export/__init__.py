@@ -1,0 +1,5 @@
+"""Export to deployable formats."""
+
+from compress.export.onnx import ExportConfig, export_onnx
+
+__all__ = ["ExportConfig", "export_onnx"]

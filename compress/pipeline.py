@@ -1,0 +1,186 @@
+"""The pipeline: apply techniques, save, export, bench, and run whole recipes.
+
+Used by the CLI subcommands (one technique each) and by `compress run` (a recipe of steps), so a
+variant made by hand and one made by a recipe have the same run-directory layout:
+
+    DIR/manifest.json   what was done, inputs with hashes, config, versions, artifacts, metrics
+    DIR/model.pt        the `torch` artifact (compress checkpoint)
+    DIR/model.onnx      the `onnx` artifact (exported and parity-checked)
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from compress.config import to_dict
+from compress.errors import CompressError, DataError
+from compress.runs import RunDir
+
+
+def load_input(spec: str, data: Any = None, *, kwargs: dict | None = None, trust_code: bool = False,
+               num_classes: int | None = None, input_shape: tuple[int, ...] | None = None):
+    """Load a model spec, building fresh architectures to fit the data."""
+    from compress.models.sources import load_model
+
+    if data is not None:
+        nc = num_classes if num_classes is not None else (data.num_classes or None)
+        model = load_model(spec, num_classes=nc, in_channels=data.input_shape[0],
+                           input_shape=tuple(data.input_shape), kwargs=kwargs, trust_code=trust_code)
+        if model.input_shape and tuple(model.input_shape) != tuple(data.input_shape):
+            raise DataError(
+                f"{spec} takes inputs of shape {list(model.input_shape)} but the data gives {list(data.input_shape)}; "
+                f"use --image-size {model.input_shape[-1]} --channels {model.input_shape[0]}"
+            )
+        if model.task != data.task:
+            raise DataError(f"{spec} is a {model.task} model but the data is for {data.task}")
+        return model
+    return load_model(spec, num_classes=num_classes, input_shape=input_shape, kwargs=kwargs, trust_code=trust_code)
+
+
+def run_technique(technique: str, config: Any, model, *, data=None, teacher=None, workdir: Path | None = None):
+    """Apply one technique through its verb (which records the step in the model's history)."""
+    from compress import verbs
+
+    if technique == "train":
+        return verbs.train(model, data, config, workdir=workdir)
+    if technique == "prune":
+        return verbs.prune(model, config, data=data, teacher=teacher, workdir=workdir)
+    if technique == "quantize":
+        return verbs.quantize(model, config, data=data, workdir=workdir)
+    if technique == "distill":
+        return verbs.distill(model, teacher, config, data=data, workdir=workdir)
+    raise CompressError(f"unknown technique '{technique}'")
+
+
+def write_variant(run: RunDir, result, *, data=None, export_config=None, bench_config=None,
+                  export: bool = True) -> dict[str, Any]:
+    """Save a technique's result into `run`: checkpoint, ONNX (exported or the method's own),
+    static figures, and (with `bench_config`) latency and metrics measured through the backend."""
+    from compress.analysis import count_macs, count_params, onnx_summary
+    from compress.models.checkpoint import save_model
+
+    metrics: dict[str, Any] = {}
+    model = result.model
+    if model is not None:
+        save_model(model, run.file("model.pt"))
+        run.add_artifact("torch", "model.pt")
+        run.set_steps(model.history)
+        metrics["params"] = count_params(model.module)
+        try:
+            metrics["macs"] = count_macs(model.module, model.input_shape)
+        except Exception:  # a layer FlopCounterMode cannot trace: leave MACs out, do not fail the run
+            metrics["macs"] = None
+    if result.onnx is not None:
+        shutil.copyfile(result.onnx, run.file("model.onnx"))
+        run.add_artifact("onnx", "model.onnx")
+    elif export and model is not None:
+        from compress.export.onnx import export_onnx
+
+        report = export_onnx(model, run.file("model.onnx"), export_config)
+        run.manifest["export"] = report
+        run.add_artifact("onnx", "model.onnx")
+    for role, path in result.files.items():
+        name = Path(path).name
+        shutil.copyfile(path, run.file(name))
+        run.add_artifact(role, name)
+    if "onnx" in run.manifest["artifacts"]:
+        summary = onnx_summary(run.work / "model.onnx")
+        metrics["size_bytes"] = summary["bytes"]
+        if metrics.get("params") is None:
+            metrics["params"] = summary["params"]
+    metrics.update({k: v for k, v in result.metrics.items() if k not in ("history_step",) and _plain_ok(v)})
+    if bench_config is not None and "onnx" in run.manifest["artifacts"]:
+        from compress.bench import bench
+
+        measured = bench(run.work / "model.onnx", bench_config, data=data)
+        metrics["latency"] = measured["latency"]
+        metrics["runtime"] = measured["runtime"]
+        for k, v in measured.get("metrics", {}).items():
+            metrics[f"deployed_{k}"] = v
+    run.update_metrics(metrics)
+    run.save()
+    return metrics
+
+
+def _plain_ok(v: Any) -> bool:
+    return isinstance(v, (int, float, str, bool, list, dict)) or v is None
+
+
+def run_recipe(recipe, out: str | Path, *, force: bool = False, resume: bool = False,
+               trust_code: bool = False, recipe_path: str | None = None) -> Path:
+    """Run every step of `recipe` into run directory `out`, then write its report."""
+    from compress.data import load_data
+    from compress.models.sources import load_model
+    from compress.report import build_report
+
+    run = RunDir(out, "run", force=force, resume=resume)
+    if recipe_path:
+        run.add_input("recipe", recipe_path, recipe_path)
+    run.set_config(recipe.to_dict())
+    run.manifest["variants"] = []
+    run.save()
+    datasets: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+
+    def data_for(step):
+        cfg = step.data or recipe.data
+        key = repr(to_dict(cfg))
+        if key not in datasets:
+            datasets[key] = load_data(cfg)
+        return datasets[key]
+
+    def resolve(ref: str, data):
+        if ref in outputs:
+            return outputs[ref].copy()
+        return load_input(ref, data, kwargs=None, trust_code=trust_code)
+
+    from compress.config import from_dict
+
+    for step in recipe.steps:
+        data = data_for(step)
+        vdir = run.work / "variants" / step.name
+        started = time.perf_counter()
+        if vdir.exists():
+            outputs[step.name] = load_model(str(vdir))
+            _note_variant(run, step.name)
+            continue
+        vrun = RunDir(vdir, step.technique, resume=vdir.with_name(step.name + ".partial").exists())
+        if step.model in outputs:
+            model = outputs[step.model].copy()
+        else:
+            model = load_input(step.model, data, kwargs=step.model_kwargs, trust_code=trust_code)
+        vrun.add_input("model", step.model)
+        teacher = resolve(step.teacher, data) if step.teacher else None
+        if step.teacher:
+            vrun.add_input("teacher", step.teacher)
+        config = recipe.step_configs.get(step.name)
+        if config is None:
+            from compress.methods import get_method
+
+            config = from_dict(get_method(step.technique, step.method).config, step.params)
+        vrun.set_config({"step": to_dict(step), "params": to_dict(config), "data": to_dict(data.config)})
+        result = run_technique(step.technique, config, model, data=data, teacher=teacher,
+                               workdir=vrun.work / "work")
+        write_variant(vrun, result, data=data, export_config=recipe.export,
+                      bench_config=recipe.bench if step.variant else None, export=step.variant)
+        vrun.manifest["metrics"]["wall_s"] = round(time.perf_counter() - started, 2)
+        vrun.manifest["variant"] = step.variant
+        shutil.rmtree(vrun.work / "work", ignore_errors=True)
+        vrun.commit()
+        if result.model is not None:
+            outputs[step.name] = result.model
+        _note_variant(run, step.name)
+    report_dir = run.work / "report"
+    build_report([run.work], report_dir, baseline=recipe.report.baseline, title=recipe.report.title or recipe.name)
+    run.add_artifact("report", "report/report.json")
+    run.save()
+    return run.commit()
+
+
+def _note_variant(run: RunDir, name: str) -> None:
+    if name not in run.manifest["variants"]:
+        run.manifest["variants"].append(name)
+        run.save()

@@ -1,0 +1,162 @@
+"""Recipes: YAML read with `yaml.safe_load` into typed configs, validated before anything runs.
+
+    name: quickstart
+    data: {name: digits, image_size: 32}
+    steps:                       # in order; each step's output is a variant
+      - name: teacher
+        technique: train
+        model: torchvision:resnet18
+        params: {epochs: 4}
+      - name: student
+        technique: distill
+        method: funmatch
+        model: builtin:simple_cnn        # a model spec, or the name of an earlier step
+        model_kwargs: {width: 0.5}
+        teacher: teacher
+        params: {epochs: 10}
+    export: {exporter: auto}
+    bench: {batch_size: 1}
+    report: {baseline: teacher}
+
+Names resolve only through registries; a recipe never names code to import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compress.bench import BenchConfig
+from compress.config import from_dict, to_dict
+from compress.data import DataConfig
+from compress.errors import RecipeError
+from compress.export.onnx import ExportConfig
+
+DEFAULT_METHOD = {"train": "supervised"}
+
+
+@dataclass
+class StepConfig:
+    """One step of a recipe.
+
+    Attributes:
+        name: the variant's name (unique; later steps refer to it).
+        technique: train, distill, prune or quantize.
+        method: the technique's method (train: supervised).
+        model: the input model: an earlier step's name or a model spec.
+        model_kwargs: constructor arguments when `model` is a fresh architecture.
+        teacher: for distillation: an earlier step's name or a model spec.
+        params: the method's config (see `compress methods`).
+        data: this step's data, if not the recipe's.
+        variant: export, bench and report this step's output.
+    """
+
+    name: str
+    technique: str
+    model: str
+    method: str | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    teacher: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig | None = None
+    variant: bool = True
+
+
+@dataclass
+class ReportConfig:
+    """Attributes:
+        baseline: the variant speedups and deltas are relative to (default: the first).
+        title: report heading.
+    """
+
+    baseline: str | None = None
+    title: str = ""
+
+
+@dataclass
+class Recipe:
+    name: str
+    steps: list[StepConfig]
+    data: DataConfig = field(default_factory=DataConfig)
+    seed: int = 0
+    export: ExportConfig = field(default_factory=ExportConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    # filled by validation: the typed config of every step
+    step_configs: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = to_dict(self)
+        d.pop("step_configs", None)
+        return d
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and fully validate a recipe file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or e})") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not a text file") from None
+    return parse_recipe(raw, where=str(path))
+
+
+def parse_recipe(raw: Any, *, where: str = "recipe") -> Recipe:
+    """Validate plain data into a Recipe: keys, types, names, references, method params."""
+    from compress.methods import TECHNIQUES, get_method
+    from compress.models.sources import ARCHITECTURES
+
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where}: a recipe must be a mapping with 'name' and 'steps'")
+    recipe = from_dict(Recipe, {k: v for k, v in raw.items() if k != "step_configs"}, where=where)
+    if not recipe.steps:
+        raise RecipeError(f"{where}: 'steps' is empty")
+    seen: set[str] = set()
+    for i, step in enumerate(recipe.steps):
+        at = f"{where}: steps[{i}]"
+        if step.name in seen:
+            raise RecipeError(f"{at}.name: '{step.name}' is used twice")
+        if not step.name.replace("_", "").replace("-", "").isalnum():
+            raise RecipeError(f"{at}.name: '{step.name}' must be letters, digits, '-' or '_'")
+        if step.technique not in TECHNIQUES:
+            raise RecipeError(f"{at}.technique: unknown technique '{step.technique}'; available: {', '.join(TECHNIQUES)}")
+        method_name = step.method or DEFAULT_METHOD.get(step.technique)
+        if method_name is None:
+            raise RecipeError(f"{at}.method: missing (technique '{step.technique}' has no default)")
+        try:
+            method = get_method(step.technique, method_name)
+        except RecipeError as e:
+            raise RecipeError(f"{at}: {e}") from None
+        step.method = method_name
+        params = dict(step.params)
+        if step.technique == "train" or "seed" in {f.name for f in dataclasses.fields(method.config)}:
+            params.setdefault("seed", recipe.seed)
+        recipe.step_configs[step.name] = from_dict(method.config, params, where=f"{at}.params")
+        for key in ("model", "teacher"):
+            ref = getattr(step, key)
+            if ref is None:
+                if key == "teacher" and method.needs_teacher:
+                    raise RecipeError(f"{at}.teacher: method '{method_name}' needs a teacher")
+                continue
+            if ref in seen:
+                continue
+            source, sep, _ = ref.partition(":")
+            if not (sep and source in ARCHITECTURES) and not Path(ref).exists():
+                raise RecipeError(
+                    f"{at}.{key}: '{ref}' is neither an earlier step ({', '.join(sorted(seen)) or 'none'}) "
+                    f"nor a model spec ({', '.join(s + ':NAME' for s in ARCHITECTURES)}) nor an existing path"
+                )
+        seen.add(step.name)
+    if recipe.report.baseline is not None and recipe.report.baseline not in seen:
+        raise RecipeError(f"{where}: report.baseline: no step named '{recipe.report.baseline}'")
+    return recipe

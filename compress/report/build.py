@@ -1,0 +1,186 @@
+"""Collect variants from run directories and write report.json, report.md and pareto.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from compress.errors import RunDirError
+from compress.io import atomic_write_json, atomic_write_text
+from compress.runs import read_manifest
+
+SCHEMA = "compress.report/1"
+PRIMARY = {"classification": "accuracy", "denoising": "psnr"}
+
+
+def collect_variants(paths: list[str | Path]) -> list[dict[str, Any]]:
+    """One row per variant found in `paths` (recipe runs expand into their variants)."""
+    rows: list[dict[str, Any]] = []
+    for p in paths:
+        p = Path(p)
+        manifest = read_manifest(p)
+        if manifest.get("command") == "run":
+            for name in manifest.get("variants", []):
+                vdir = p / "variants" / name
+                vm = read_manifest(vdir)
+                if vm.get("variant", True):
+                    rows.append(_row(name, vdir, vm))
+        else:
+            rows.append(_row(p.name, p, manifest))
+    names = [r["name"] for r in rows]
+    if len(set(names)) != len(names):
+        for r in rows:
+            r["name"] = f"{Path(r['path']).parent.name}/{r['name']}" if names.count(r["name"]) > 1 else r["name"]
+    return rows
+
+
+def _row(name: str, path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    m = manifest.get("metrics", {})
+    task = (manifest.get("config", {}).get("data") or {}).get("task", "classification")
+    primary = PRIMARY.get(task, "accuracy")
+    lat = m.get("latency") or {}
+    steps = manifest.get("steps", [])
+    return {
+        "name": name,
+        "path": str(path),
+        "task": task,
+        "steps": [f"{s['technique']}:{s['method']}" for s in steps],
+        "metric": primary,
+        "value": m.get(f"deployed_{primary}"),
+        "params": m.get("params"),
+        "macs": m.get("macs"),
+        "size_bytes": m.get("size_bytes"),
+        "bits_per_weight": m.get("bits_per_weight", 32.0 if m.get("params") else None),
+        "sparsity": m.get("sparsity"),
+        "latency": {k: lat.get(k) for k in ("n", "mean_ms", "std_ms", "cov", "min_ms", "p50_ms", "p90_ms",
+                                            "p95_ms", "p99_ms", "max_ms", "batch_size")} if lat else None,
+        "throughput": lat.get("throughput"),
+        "runtime": m.get("runtime"),
+    }
+
+
+def build_report(paths: list[str | Path], out: str | Path, *, baseline: str | None = None,
+                 title: str = "compress report", plot: bool = True) -> dict[str, Any]:
+    """Write report.json, report.md and pareto.png for the variants in `paths` into `out`."""
+    from compress.env import environment
+
+    rows = collect_variants(paths)
+    if not rows:
+        raise RunDirError("no variants to report")
+    base = next((r for r in rows if r["name"] == baseline), None) if baseline else rows[0]
+    if base is None:
+        raise RunDirError(f"baseline '{baseline}' is not among the variants: {', '.join(r['name'] for r in rows)}")
+    for r in rows:
+        r["speedup"] = _ratio(_p50(base), _p50(r))
+        r["delta"] = (r["value"] - base["value"]) if r["value"] is not None and base["value"] is not None else None
+        r["size_ratio"] = _ratio(r["size_bytes"], base["size_bytes"])
+    metrics = {r["metric"] for r in rows}
+    report = {
+        "schema": SCHEMA,
+        "title": title,
+        "baseline": base["name"],
+        "metric": metrics.pop() if len(metrics) == 1 else "mixed",
+        "environment": environment(),
+        "variants": rows,
+        "pareto": pareto_front(rows),
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if plot:
+        from compress.report.plot import pareto_plot
+
+        pareto_plot(rows, out / "pareto.png", title=title)
+        report["plot"] = "pareto.png"
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", markdown(report))
+    return report
+
+
+def pareto_front(rows: list[dict[str, Any]]) -> list[str]:
+    """Names of variants no other variant beats on both latency and the metric."""
+    pts = [(r["name"], _p50(r), r["value"]) for r in rows if _p50(r) is not None and r["value"] is not None]
+    front = []
+    for name, lat, val in pts:
+        dominated = any((l2 <= lat and v2 >= val) and (l2 < lat or v2 > val) for _, l2, v2 in pts)
+        if not dominated:
+            front.append(name)
+    return front
+
+
+def markdown(report: dict[str, Any]) -> str:
+    metric = report["metric"]
+    lines = [f"# {report['title']}", "",
+             f"Baseline: **{report['baseline']}**. Metric and latency measured through the deployed ONNX model "
+             f"({_runtime(report)}). Pareto-optimal variants are marked ★.", "",
+             f"| variant | steps | {metric} | Δ | p50 ms | p90 ms | p99 ms | speedup | size | params | MACs | bits/w |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["variants"]:
+        lat = r["latency"] or {}
+        star = " ★" if r["name"] in report["pareto"] else ""
+        lines.append(
+            f"| {r['name']}{star} | {' → '.join(r['steps']) or '—'} | {fmt_metric(r['value'], metric)} | "
+            f"{fmt_delta(r['delta'], metric)} | {_f(lat.get('p50_ms'))} | {_f(lat.get('p90_ms'))} | "
+            f"{_f(lat.get('p99_ms'))} | {_x(r['speedup'])} | {fmt_bytes(r['size_bytes'])} | "
+            f"{fmt_count(r['params'])} | {fmt_count(r['macs'])} | {_f(r['bits_per_weight'], 1)} |"
+        )
+    env = report["environment"]
+    lines += ["", "![accuracy vs latency](pareto.png)" if report.get("plot") else "", "",
+              f"Machine: {env['machine'].get('cpu')} ({env['machine'].get('logical_cores')} logical cores); "
+              + ", ".join(f"{k} {v}" for k, v in env["versions"].items()), ""]
+    return "\n".join(lines)
+
+
+def _runtime(report: dict[str, Any]) -> str:
+    for r in report["variants"]:
+        rt = r.get("runtime") or {}
+        if rt:
+            return f"{rt.get('backend')} {rt.get('version')}, {', '.join(rt.get('providers', []))}, " \
+                   f"{rt.get('intra_op_threads')} threads, batch {(r['latency'] or {}).get('batch_size')}"
+    return "not benchmarked"
+
+
+def _p50(r: dict[str, Any]) -> float | None:
+    return (r.get("latency") or {}).get("p50_ms")
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def fmt_metric(v: float | None, metric: str) -> str:
+    if v is None:
+        return "—"
+    return f"{100 * v:.2f}%" if metric == "accuracy" else f"{v:.2f}"
+
+
+def fmt_delta(v: float | None, metric: str) -> str:
+    if v is None:
+        return "—"
+    return f"{100 * v:+.2f} pt" if metric == "accuracy" else f"{v:+.2f}"
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "—"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def fmt_count(n: float | None) -> str:
+    if n is None:
+        return "—"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(int(n))
+
+
+def _f(v: float | None, digits: int = 3) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def _x(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}×"

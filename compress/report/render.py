@@ -1,0 +1,52 @@
+"""Terminal rendering of reports and benches with rich."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from compress.report.build import fmt_bytes, fmt_count, fmt_delta, fmt_metric
+
+
+def rich_table(report: dict[str, Any]):
+    from rich.table import Table
+
+    metric = report["metric"]
+    t = Table(title=report["title"], caption=f"baseline: {report['baseline']}  ★ Pareto-optimal")
+    for col, justify in (("variant", "left"), ("steps", "left"), (metric, "right"), ("Δ", "right"),
+                         ("p50 ms", "right"), ("p99 ms", "right"), ("speedup", "right"), ("size", "right"),
+                         ("params", "right"), ("MACs", "right")):
+        t.add_column(col, justify=justify)
+    for r in report["variants"]:
+        lat = r["latency"] or {}
+        t.add_row(
+            r["name"] + (" ★" if r["name"] in report["pareto"] else ""),
+            " → ".join(s.split(":")[-1] for s in r["steps"]) or "—",
+            fmt_metric(r["value"], metric),
+            fmt_delta(r["delta"], metric),
+            "—" if lat.get("p50_ms") is None else f"{lat['p50_ms']:.3f}",
+            "—" if lat.get("p99_ms") is None else f"{lat['p99_ms']:.3f}",
+            "—" if r["speedup"] is None else f"{r['speedup']:.2f}×",
+            fmt_bytes(r["size_bytes"]),
+            fmt_count(r["params"]),
+            fmt_count(r["macs"]),
+        )
+    return t
+
+
+def latency_table(result: dict[str, Any], title: str):
+    from rich.table import Table
+
+    t = Table(title=title)
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    lat = result["latency"]
+    for k in ("n", "batch_size", "mean_ms", "std_ms", "cov", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
+              "max_ms", "throughput"):
+        v = lat[k]
+        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    for k, v in (result.get("metrics") or {}).items():
+        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    rt = result.get("runtime", {})
+    t.caption = f"{rt.get('backend')} {rt.get('version')} · {', '.join(rt.get('providers', []))} · " \
+                f"{rt.get('intra_op_threads')} threads"
+    return t

@@ -1,0 +1,102 @@
+"""The core subcommands through Typer's CliRunner: exit codes, one-line errors, files written."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from compress.cli.main import app
+
+runner = CliRunner()
+SMALL = ["--data", "digits", "--image-size", "16", "--limit", "200"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_user_error(result, fragment):
+    assert result.exit_code == 2, result.output
+    out = result.output.strip()
+    assert out.startswith("error: ") and fragment in out, out
+    assert "Traceback" not in out and len(out.splitlines()) == 1, out
+
+
+def test_help_is_fast_and_imports_no_heavy_library():
+    code = "import sys; from compress.cli.main import app; print([m for m in ('torch','onnxruntime','nncf') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for cmd in ("info", "train", "export", "bench", "run", "report"):
+        assert cmd in result.output
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "teacher"
+    result = invoke("train", "--model", "builtin:simple_cnn", "--width", "0.25", *SMALL, "--epochs", "2", "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_export_bench_report_flow(teacher_run, tmp_path):
+    manifest = json.loads((teacher_run / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["command"] == "train"
+    assert manifest["artifacts"]["torch"]["path"] == "model.pt"
+    assert manifest["steps"][0]["technique"] == "train"
+    assert manifest["inputs"][0]["spec"] == "builtin:simple_cnn"
+    assert "torch" in manifest["environment"]["versions"]
+
+    onnx = teacher_run / "model.onnx"
+    result = invoke("export", teacher_run, "--out", onnx)
+    assert result.exit_code == 0, result.output
+    assert json.loads((teacher_run / "manifest.json").read_text())["artifacts"]["onnx"]["path"] == "model.onnx"
+    assert_user_error(invoke("export", teacher_run, "--out", onnx), "exists; pass --force")
+
+    bench_json = tmp_path / "bench.json"
+    result = invoke("bench", onnx, *SMALL, "--min-time", "0.05", "--min-iters", "10", "--json", bench_json)
+    assert result.exit_code == 0, result.output
+    data = json.loads(bench_json.read_text())
+    assert data["latency"]["n"] >= 10 and "accuracy" in data["metrics"]
+    assert data["runtime"]["backend"] == "onnxruntime"
+
+    result = invoke("info", teacher_run, "--json")
+    info = json.loads(result.output)
+    assert info["params"] > 0 and info["macs"] > 0 and info["layers"][0]["name"] == "0"
+    result = invoke("info", onnx)
+    assert result.exit_code == 0 and "Conv" in result.output
+
+    result = invoke("report", teacher_run, "--out", tmp_path / "rep")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "rep" / "report.json").exists()
+
+
+def test_run_dir_is_not_overwritten_without_force(teacher_run):
+    before = (teacher_run / "manifest.json").read_text()
+    result = invoke("train", "--model", "builtin:simple_cnn", *SMALL, "--epochs", "1", "--out", teacher_run)
+    assert_user_error(result, "exists; pass --force")
+    assert (teacher_run / "manifest.json").read_text() == before
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, teacher_run):
+    assert_user_error(invoke("info", "torchvision:resnet1000"), "unknown torchvision model 'resnet1000'")
+    assert_user_error(invoke("info", tmp_path / "missing.pt"), "model not found")
+    assert_user_error(invoke("train", "--model", "builtin:simple_cnn", "--data", "mnist", "--out", tmp_path / "x"),
+                      "unknown dataset 'mnist'; available:")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert_user_error(invoke("info", bad), "bad.pt")
+    bad_onnx = tmp_path / "bad.onnx"
+    bad_onnx.write_bytes(b"\x08\x07garbage")
+    assert_user_error(invoke("bench", bad_onnx), "bad.onnx")
+    assert_user_error(invoke("bench", teacher_run / "model.onnx", "--data", "digits", "--image-size", "32"),
+                      "expects inputs")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\nsteps:\n  - {name: a, technique: train, model: builtin:simple_cnn, params: {epoch: 1}}\n")
+    assert_user_error(invoke("run", recipe, "--check"), "steps[0].params: unknown key 'epoch'")
+    recipe.write_text("name: x\nsteps: [\n")
+    assert_user_error(invoke("run", recipe), "not valid YAML at line")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()

@@ -1,0 +1,65 @@
+"""Every recipe in recipes/ validates; the quickstart's pipeline runs end to end on a shrunken copy."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from compress.recipe import load_recipe, parse_recipe
+
+RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml"))
+
+
+def test_there_are_recipes():
+    assert any(p.name == "quickstart.yaml" for p in RECIPES)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_recipe_validates(path):
+    recipe = load_recipe(path)
+    assert recipe.steps and all(s.name in recipe.step_configs for s in recipe.steps)
+
+
+def _shrunk(path: Path) -> dict:
+    """The same recipe, every training shortened and the data cut down."""
+    raw = yaml.safe_load(path.read_text())
+    raw["data"] = {**raw.get("data", {}), "limit": 160, "image_size": 16}
+    for step in raw["steps"]:
+        params = step.setdefault("params", {})
+        for key in ("epochs", "finetune_epochs", "qat_epochs"):
+            if key in params:
+                params[key] = min(params[key], 1)
+        if step["model"].startswith("torchvision:"):
+            step["model"] = "builtin:resnet_tiny"
+    raw["bench"] = {"batch_size": 1, "latency": {"min_iters": 5, "min_time_s": 0.01, "warmup_iters": 1,
+                                                 "warmup_s": 0.0}}
+    return raw
+
+
+@pytest.mark.slow
+def test_quickstart_pipeline_end_to_end(tmp_path):
+    from compress.pipeline import run_recipe
+
+    recipe = parse_recipe(_shrunk(RECIPES[[p.name for p in RECIPES].index("quickstart.yaml")]))
+    out = run_recipe(recipe, tmp_path / "quick")
+    report = json.loads((out / "report" / "report.json").read_text())
+    names = [v["name"] for v in report["variants"]]
+    assert names == [s.name for s in recipe.steps if s.variant]
+    assert len(names) >= 3
+    for v in report["variants"]:
+        assert v["value"] is not None and v["latency"]["p50_ms"] > 0 and v["size_bytes"] > 0
+    assert (out / "report" / "pareto.png").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["variants"] == names
+
+
+def test_unknown_step_reference_is_reported():
+    from compress.errors import RecipeError
+
+    raw = {"name": "x", "steps": [{"name": "a", "technique": "train", "model": "teacher"}]}
+    with pytest.raises(RecipeError, match=r"steps\[0\].model: 'teacher' is neither an earlier step"):
+        parse_recipe(raw)
+    raw = {"name": "x", "steps": [{"name": "a", "technique": "shrink", "model": "builtin:simple_cnn"}]}
+    with pytest.raises(RecipeError, match="unknown technique 'shrink'"):
+        parse_recipe(raw)

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from compress.train import Objective, TaskObjective, TrainConfig, train
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class InterruptAt(TaskObjective):
+    def __init__(self, task, at):
+        super().__init__(task)
+        self.at = at
+
+    def after_step(self, model, ctx):
+        if ctx.step + 1 == self.at:
+            raise _Interrupt
+
+
+def _weights(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_training_learns_and_is_deterministic(digits_small, tiny_model):
+    cfg = TrainConfig(epochs=8, batch_size=32, lr=5e-3, seed=3)
+    a = tiny_model.copy()
+    b = tiny_model.copy()
+    res = train(a.module, digits_small, cfg)
+    train(b.module, digits_small, cfg)
+    assert res.steps == 8 * 8  # 256 train samples / 32 per batch
+    assert res.history[-1]["loss"] < res.history[0]["loss"] * 1.5
+    assert res.metrics["accuracy"] > 0.3  # far above 10% chance
+    for k, v in _weights(a.module).items():
+        torch.testing.assert_close(v, _weights(b.module)[k])
+
+
+def test_resume_after_interruption_gives_identical_weights(tmp_path, digits_small, tiny_model):
+    cfg = TrainConfig(epochs=2, batch_size=32, checkpoint_every=3, seed=1)
+    reference = tiny_model.copy()
+    train(reference.module, digits_small, cfg)
+
+    interrupted = tiny_model.copy()
+    ckpt = tmp_path / "train.ckpt.pt"
+    with pytest.raises(_Interrupt):
+        train(interrupted.module, digits_small, cfg, objective=InterruptAt("classification", 10), checkpoint=ckpt)
+    assert ckpt.exists()
+    resumed = tiny_model.copy()  # a fresh process would start from the initial weights
+    res = train(resumed.module, digits_small, cfg, checkpoint=ckpt)
+    assert res.resumed_from == 9  # the checkpoint of step 9 (every 3 steps) is the last before the crash
+    for k, v in _weights(reference.module).items():
+        torch.testing.assert_close(v, _weights(resumed.module)[k], rtol=0, atol=0)
+
+
+def test_resume_refuses_changed_settings(tmp_path, digits_small, tiny_model):
+    ckpt = tmp_path / "c.pt"
+    train(tiny_model.copy().module, digits_small, TrainConfig(epochs=1, batch_size=64), checkpoint=ckpt)
+    from compress.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="different training settings"):
+        train(tiny_model.copy().module, digits_small, TrainConfig(epochs=1, batch_size=32), checkpoint=ckpt)
+
+
+def test_objective_modules_are_trained(digits_small, tiny_model):
+    class WithHead(Objective):
+        def __init__(self):
+            self.head = torch.nn.Linear(10, 10)
+            self.before = self.head.weight.detach().clone()
+
+        def modules(self):
+            return {"head": self.head}
+
+        def loss(self, model, aux, batch, ctx):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(aux["head"](model(x)), y), {}
+
+    obj = WithHead()
+    train(tiny_model.module, digits_small, TrainConfig(epochs=1, batch_size=64), objective=obj)
+    assert not torch.equal(obj.head.weight.detach(), obj.before)
