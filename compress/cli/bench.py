@@ -30,7 +30,7 @@ def bench(
     json_out: Path | None = typer.Option(None, "--json", help="Write every figure to this JSON file."),
 ) -> None:
     """Measure latency (n, mean, std, CoV, percentiles, throughput) and, with --data, accuracy through
-    the deployed model."""
+    the deployed model. Given a run directory, the figures are also recorded in its manifest."""
     from compress.bench import BenchConfig, LatencyConfig
     from compress.bench import bench as run_bench
     from compress.cli.common import console
@@ -54,8 +54,32 @@ def bench(
     result = run_bench(path, cfg, data=bundle)
     result.update({"model": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size,
                    "data": data, "environment": environment()})
+    if role == "onnx":
+        from compress.analysis import onnx_summary
+
+        result["params"] = onnx_summary(path)["params"]
     console().print(latency_table(result, f"{path.name} · batch {batch_size}"))
+    if Path(model).is_dir() and backend == "onnxruntime":
+        record_in_run(Path(model), result)
     if json_out is not None:
         atomic_write_json(json_out, result)
         typer.echo(f"wrote {json_out}", err=True)
     _ = json
+
+
+def record_in_run(run_dir: Path, result: dict) -> None:
+    """Keep the measurement in the run's manifest so `compress report` shows it."""
+    from compress.io import atomic_write_json
+    from compress.runs import read_manifest
+
+    manifest = read_manifest(run_dir)
+    metrics = manifest.setdefault("metrics", {})
+    metrics["latency"] = result["latency"]
+    metrics["runtime"] = result["runtime"]
+    metrics["size_bytes"] = result["bytes"]
+    for k, v in (result.get("metrics") or {}).items():
+        metrics[f"deployed_{k}"] = v
+    if result.get("data"):
+        metrics["bench_data"] = result["data"]
+    atomic_write_json(run_dir / "manifest.json", manifest)
+    typer.echo(f"recorded in {run_dir / 'manifest.json'}", err=True)

@@ -100,3 +100,20 @@ def test_bad_inputs_give_one_line_errors(tmp_path, teacher_run):
     recipe.write_text("name: x\nsteps: [\n")
     assert_user_error(invoke("run", recipe), "not valid YAML at line")
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
+
+
+def test_bench_of_a_run_dir_is_recorded_for_the_report(teacher_run, tmp_path):
+    if not (teacher_run / "model.onnx").exists():
+        assert invoke("export", teacher_run, "--out", teacher_run / "model.onnx").exit_code == 0
+    result = invoke("bench", teacher_run, *SMALL, "--min-time", "0.02", "--min-iters", "5")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((teacher_run / "manifest.json").read_text())
+    assert manifest["metrics"]["latency"]["n"] >= 5 and "deployed_accuracy" in manifest["metrics"]
+    result = invoke("report", teacher_run, "--out", tmp_path / "rep2")
+    rep = json.loads((tmp_path / "rep2" / "report.json").read_text())
+    assert rep["variants"][0]["latency"]["p50_ms"] > 0 and rep["variants"][0]["value"] is not None
+
+
+def test_python_dash_m_compress_works():
+    out = subprocess.run([sys.executable, "-m", "compress", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "report" in out.stdout
