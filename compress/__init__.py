@@ -1,21 +1,17 @@
 """compress: distill, prune, quantize, export and measure PyTorch networks.
 
-The verbs are imported lazily so `import compress` (and `compress --help`) stays fast.
+The public verbs live in `compress.api` (`from compress.api import prune, quantize, distill, train,
+export, bench`): `compress.prune` etc. are the technique packages. Imports are lazy so that
+`import compress` (and `compress --help`) stays fast.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_VERBS = ("train", "prune", "quantize", "distill", "export", "bench")
-
 
 def __getattr__(name: str):
-    if name in _VERBS:
-        from compress import verbs
-
-        return getattr(verbs, name)
-    if name in ("load_model", "save_model"):
+    if name in ("load_model", "save_model", "Model"):
         from compress import models
 
         return getattr(models, name)
@@ -26,5 +22,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'compress' has no attribute '{name}'")
 
 
-__all__ = ["DataConfig", "bench", "distill", "export", "load_data", "load_model", "prune", "quantize", "save_model",
-           "train"]
+__all__ = ["DataConfig", "Model", "load_data", "load_model", "save_model"]

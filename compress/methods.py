@@ -5,7 +5,7 @@ A method is a `<Method>Config` dataclass plus a function registered against it:
     @register_method("prune", "channel", ChannelConfig)
     def channel(model: Model, config: ChannelConfig, ctx: Context) -> Result: ...
 
-The verbs (`compress.prune`, `compress.quantize`, `compress.distill`, `compress.train`) and recipe
+The verbs (`compress.api.prune`, `.quantize`, `.distill`, `.train`) and recipe
 steps find the function by technique and method name (or by the config's type), so adding a method
 never edits a verb.
 """

@@ -42,7 +42,7 @@ def load_input(spec: str, data: Any = None, *, kwargs: dict | None = None, trust
 
 def run_technique(technique: str, config: Any, model, *, data=None, teacher=None, workdir: Path | None = None):
     """Apply one technique through its verb (which records the step in the model's history)."""
-    from compress import verbs
+    from compress import api as verbs
 
     if technique == "train":
         return verbs.train(model, data, config, workdir=workdir)

@@ -77,3 +77,15 @@ def test_objective_modules_are_trained(digits_small, tiny_model):
     obj = WithHead()
     train(tiny_model.module, digits_small, TrainConfig(epochs=1, batch_size=64), objective=obj)
     assert not torch.equal(obj.head.weight.detach(), obj.before)
+
+
+def test_api_train_records_history_and_leaves_input_untouched(digits_small, tiny_model):
+    from compress.api import train as train_verb
+
+    before = {k: v.clone() for k, v in tiny_model.module.state_dict().items()}
+    result = train_verb(tiny_model, digits_small, TrainConfig(epochs=1, batch_size=64))
+    assert result.model is not tiny_model
+    assert [s["technique"] for s in result.model.history] == ["train"]
+    assert result.model.history[0]["params"]["epochs"] == 1
+    for k, v in tiny_model.module.state_dict().items():
+        assert torch.equal(v, before[k])

@@ -1,6 +1,7 @@
 """The public verbs: each takes a model (or artifact) and one config, and returns a new artifact.
 
-    result = compress.prune(model, ChannelConfig(ratio=0.5), data=bundle)
+    from compress.api import prune
+    result = prune(model, ChannelConfig(ratio=0.5), data=bundle)
     result.model        # the compressed Model (its history has the new step appended)
 
 The method is found from the config's type, so adding a method never edits a verb.
