@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from compress.cli import bench, check, export, history, info, report, run, train
+from compress.cli import bench, check, export, history, info, methods, report, run, train
 
 app = typer.Typer(
     name="compress",
@@ -21,6 +21,7 @@ app.command("export")(export.export)
 app.command("bench")(bench.bench)
 app.command("run")(run.run)
 app.command("report")(report.report)
+app.command("methods")(methods.methods)
 app.command("check")(check.check)
 app.add_typer(history.app, name="history")
 

@@ -114,6 +114,12 @@ def test_bench_of_a_run_dir_is_recorded_for_the_report(teacher_run, tmp_path):
     assert rep["variants"][0]["latency"]["p50_ms"] > 0 and rep["variants"][0]["value"] is not None
 
 
+def test_methods_lists_config_fields():
+    result = invoke("methods", "train")
+    assert result.exit_code == 0 and "supervised" in result.output and "warmup_epochs" in result.output
+    assert_user_error(invoke("methods", "shrink"), "unknown technique 'shrink'")
+
+
 def test_python_dash_m_compress_works():
     out = subprocess.run([sys.executable, "-m", "compress", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "report" in out.stdout
