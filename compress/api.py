@@ -30,9 +30,13 @@ def _run(technique: str, model: Any, config: Any, ctx: Context) -> Result:
     }
     if ctx.teacher is not None:
         step["teacher"] = ctx.teacher.name
+    result.history = [*model.history, step]
+    if result.model is None and "macs" not in result.metrics:
+        from compress.analysis import count_macs
+
+        result.metrics["macs"] = count_macs(model.module, model.input_shape)  # ONNX-only result: same graph
     if result.model is not None:
-        result.model.history = [*model.history, step]
-    result.metrics.setdefault("history_step", step)
+        result.model.history = list(result.history)
     return result
 
 
@@ -74,7 +78,7 @@ def bench(path, config=None, *, data=None) -> dict[str, Any]:
 
 def _plain(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items() if k != "history_step"}
+        return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     if isinstance(obj, (int, float, str, bool)) or obj is None:

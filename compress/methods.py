@@ -67,12 +67,14 @@ class Result:
             pipeline exports `model`.
         metrics: the method's own figures (sparsity, bits per weight, MACs kept, accuracy).
         files: extra artifacts by role, e.g. {"packed": path}.
+        history: the steps applied to produce this result, oldest first (filled by the verbs).
     """
 
     model: Any = None
     onnx: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 _REGISTRIES: dict[str, Registry[Method]] = {t: Registry(f"{t} method", RecipeError) for t in TECHNIQUES}

@@ -67,7 +67,8 @@ def write_variant(run: RunDir, result, *, data=None, export_config=None, bench_c
     if model is not None:
         save_model(model, run.file("model.pt"))
         run.add_artifact("torch", "model.pt")
-        run.set_steps(model.history)
+    run.set_steps(result.history or (model.history if model is not None else []))
+    if model is not None:
         metrics["params"] = count_params(model.module)
         try:
             metrics["macs"] = count_macs(model.module, model.input_shape)
@@ -84,6 +85,8 @@ def write_variant(run: RunDir, result, *, data=None, export_config=None, bench_c
         run.add_artifact("onnx", "model.onnx")
     for role, path in result.files.items():
         name = Path(path).name
+        if (run.work / name).exists():
+            name = f"{role}{Path(path).suffix}"
         shutil.copyfile(path, run.file(name))
         run.add_artifact(role, name)
     if "onnx" in run.manifest["artifacts"]:
@@ -91,7 +94,7 @@ def write_variant(run: RunDir, result, *, data=None, export_config=None, bench_c
         metrics["size_bytes"] = summary["bytes"]
         if metrics.get("params") is None:
             metrics["params"] = summary["params"]
-    metrics.update({k: v for k, v in result.metrics.items() if k not in ("history_step",) and _plain_ok(v)})
+    metrics.update({k: v for k, v in result.metrics.items() if _plain_ok(v)})
     if bench_config is not None and "onnx" in run.manifest["artifacts"]:
         from compress.bench import bench
 

@@ -18,6 +18,8 @@ def info(
     num_classes: int | None = opt.NumClasses,
     layers: bool = typer.Option(True, "--layers/--no-layers", help="Show the per-layer table."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    qdq: bool = typer.Option(False, "--qdq", help="ONNX: Q/DQ counts, dtypes, symmetry and validity for --target."),
+    target: str = typer.Option("tensorrt", "--target", help="With --qdq: tensorrt or onnxruntime rules."),
     trust_code: bool = opt.TrustCode,
 ) -> None:
     """Describe a model: params, MACs, size on disk, layers (or ONNX ops and initializers)."""
@@ -33,6 +35,10 @@ def info(
 
         path = resolve_model_path(model, "onnx")
         summary = onnx_summary(path)
+        if qdq:
+            from compress.quantize.qdq import check_qdq
+
+            summary["qdq"] = check_qdq(path, target)
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
             return
@@ -45,6 +51,8 @@ def info(
         t.add_row("nodes", str(summary["nodes"]))
         t.add_row("ops", ", ".join(f"{k}×{v}" for k, v in summary["ops"].items()))
         out.print(t)
+        if qdq:
+            _print_qdq(out, summary["qdq"], target)
         return
 
     from compress.analysis import layer_table, model_summary
@@ -81,3 +89,20 @@ def info(
         for r in rows:
             lt.add_row(r["name"], r["type"], str(r["output"] or ""), f"{r['params']:,}", f"{r['macs']:,}")
         out.print(lt)
+
+
+def _print_qdq(out, report: dict, target: str) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"Q/DQ ({target} rules)", show_header=False)
+    for key, value in report.items():
+        if key in ("violations", "warnings"):
+            continue
+        t.add_row(key, str(value))
+    out.print(t)
+    verdict = "[green]valid[/green]" if report.get("valid") else "[red]not valid[/red]"
+    out.print(f"{verdict} for {target}")
+    for v in report.get("violations", []):
+        out.print(f"  [red]violation[/red] {v}")
+    for w in report.get("warnings", []):
+        out.print(f"  [yellow]warning[/yellow] {w}")

@@ -90,6 +90,7 @@ def load_model(
     input_shape: tuple[int, ...] | None = None,
     kwargs: dict[str, Any] | None = None,
     trust_code: bool = False,
+    seed: int = 0,
 ) -> Model:
     """Resolve a model spec to a `Model`.
 
@@ -99,6 +100,7 @@ def load_model(
         input_shape: one sample's shape (C, H, W) for fresh architectures; files carry their own.
         kwargs: extra constructor arguments for fresh architectures (e.g. `image_size` for ViT).
         trust_code: allow formats that run code from the file (pickled modules, TorchScript).
+        seed: initial weights of fresh architectures.
     """
     source, sep, name = spec.partition(":")
     if sep and source in ARCHITECTURES and not Path(spec).exists():
@@ -110,7 +112,11 @@ def load_model(
         if source == "torchvision" and in_channels not in (None, 3):
             raise ModelError(f"{spec}: torchvision architectures take 3 input channels, the data has {in_channels}")
         arch = {"source": source, "name": name, "kwargs": kw}
-        module = build_architecture(arch)
+        import torch
+
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)  # a fresh architecture's initial weights depend on the seed only
+            module = build_architecture(arch)
         shape = input_shape or DEFAULT_INPUT.get(source) or (kw.get("in_channels", 3), 32, 32)
         task = "denoising" if name in _DENSE_BUILTINS else "classification"
         return Model(module.eval(), arch, tuple(shape), task)

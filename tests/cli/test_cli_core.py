@@ -95,7 +95,8 @@ def test_bad_inputs_give_one_line_errors(tmp_path, teacher_run):
     assert_user_error(invoke("bench", teacher_run / "model.onnx", "--data", "digits", "--image-size", "32"),
                       "expects inputs")
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("name: x\nsteps:\n  - {name: a, technique: train, model: builtin:simple_cnn, params: {epoch: 1}}\n")
+    step = "{name: a, technique: train, model: builtin:simple_cnn, params: {epoch: 1}}"
+    recipe.write_text(f"name: x\nsteps:\n  - {step}\n")
     assert_user_error(invoke("run", recipe, "--check"), "steps[0].params: unknown key 'epoch'")
     recipe.write_text("name: x\nsteps: [\n")
     assert_user_error(invoke("run", recipe), "not valid YAML at line")

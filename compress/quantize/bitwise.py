@@ -1,0 +1,350 @@
+"""Bit-wise training (Ivan, "Bit-wise Training of Neural Network Weights", arXiv 2202.09571).
+
+Each weight is w = alpha * sign(s) * sum_i H(b_i) * 2^i over n-1 magnitude bits, with real-valued
+virtual bits b_i, H(b) = 1[b > 0] with an identity (straight-through) gradient, a sign variable s
+(also straight-through) and one constant alpha per layer: from scratch alpha makes std(w) =
+sqrt(2 / fan_in); from a trained model alpha is fitted (the clip ratio minimising the rounding
+error) and the bits are the nearest bit pattern of w / alpha. `train_bits: "msb:K"` trains the K
+most significant bits of the n-bit word, the sign counted as the most significant (msb:3 = sign and
+the two top magnitude bits); the other bits keep their values. A weight whose magnitude bits are all
+off is exactly zero, so sparsity emerges and is reported.
+
+The weights are integers (|q| <= 2^(n-1) - 1, n <= 8) times alpha, so the ONNX export stores them as
+INT8 initializers with a DequantizeLinear (zero-point 0, alpha repeated per output channel on axis
+0), whose output equals the torch weights bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.errors import RecipeError
+from compress.methods import Context, Result, register_method
+from compress.models.layers import register_layer
+from compress.models.model import Model
+from compress.quantize._common import file_size, ort_metrics, quantizable_layers, workdir
+
+
+@dataclass
+class BitwiseConfig:
+    """Bit-wise training settings.
+
+    Attributes:
+        bits: bits per weight including the sign (2..8).
+        train_bits: "all" or "msb:K" (the K most significant bits, sign included).
+        init: "model" (nearest bit pattern of the trained weights) or "scratch" (random bits,
+            std(w) = sqrt(2/fan_in)).
+        epochs: training epochs through the shared loop.
+        lr: Adam learning rate of the virtual bits and the other parameters.
+        batch_size: training batch size.
+        skip: regular expressions over module names kept in float.
+        seed: training seed and random bits.
+    """
+
+    bits: int = 6
+    train_bits: str = "all"
+    init: str = "model"
+    epochs: int = 5
+    lr: float = 1e-3
+    batch_size: int = 64
+    skip: list[str] = field(default_factory=list)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.bits <= 8:
+            raise ValueError(f"bits must be in 2..8, got {self.bits}")
+        trainable_count(self.train_bits, self.bits)
+        if self.init not in ("model", "scratch"):
+            raise ValueError(f"init must be 'model' or 'scratch', got {self.init!r}")
+
+
+def trainable_count(train_bits: str, bits: int) -> int:
+    """How many of the `bits` bits are trained (sign first, then magnitude bits from the top)."""
+    if train_bits == "all":
+        return bits
+    m = re.fullmatch(r"msb:(\d+)", train_bits)
+    if not m or not 1 <= int(m.group(1)) <= bits:
+        raise ValueError(f"train_bits must be 'all' or 'msb:K' with 1 <= K <= {bits}, got {train_bits!r}")
+    return int(m.group(1))
+
+
+def _step(x: torch.Tensor) -> torch.Tensor:
+    """H(x) = 1[x > 0] forward, identity gradient."""
+    return (x > 0).to(x.dtype) + (x - x.detach())  # exact 0/1 values: x - x.detach() is exactly 0
+
+
+def _sign(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype) + (x - x.detach())
+
+
+class _BitwiseWeight(nn.Module):
+    def _init_bits(self, weight_shape: list[int], bits: int, trained: int) -> None:
+        self.weight_shape, self.bits, self.trained_bits = list(weight_shape), int(bits), int(trained)
+        self.magnitude = nn.Parameter(torch.zeros(bits - 1, *weight_shape))  # virtual bits, LSB first
+        self.sign = nn.Parameter(torch.ones(*weight_shape))
+        self.register_buffer("alpha", torch.ones(()))
+        mask = torch.zeros(bits - 1)
+        if trained > 1:  # the sign is the first trained bit, then magnitude bits from the top
+            mask[bits - 1 - (trained - 1):] = 1.0
+        self.register_buffer("bit_mask", mask, persistent=False)
+        self.sign_trained = trained >= 1
+
+    def integer_weight(self) -> torch.Tensor:
+        """sign * sum_i H(b_i) 2^i (integers, with straight-through gradients to the virtual bits)."""
+        shape = [-1] + [1] * len(self.weight_shape)
+        mask = self.bit_mask.reshape(shape)
+        b = self.magnitude * mask + (self.magnitude * (1 - mask)).detach()
+        powers = (2.0 ** torch.arange(self.bits - 1, dtype=b.dtype)).reshape(shape)
+        mag = (_step(b) * powers).sum(0)
+        s = self.sign if self.sign_trained else self.sign.detach()
+        return _sign(s) * mag
+
+    def weight(self) -> torch.Tensor:
+        return self.alpha * self.integer_weight()
+
+    def set_from_integers(self, q: torch.Tensor, alpha: float) -> None:
+        q = q.round().to(torch.int64)
+        mag = q.abs()
+        with torch.no_grad():
+            for i in range(self.bits - 1):
+                self.magnitude[i] = torch.where((mag >> i) & 1 == 1, 0.01, -0.01)
+            self.sign.copy_(torch.where(q < 0, -0.01, 0.01))
+            self.alpha.fill_(alpha)
+
+    def int8_weight(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.integer_weight().round().to(torch.int8)
+
+
+class BitwiseConv2d(_BitwiseWeight):
+    """A Conv2d whose weight is alpha * sign * sum_i H(b_i) 2^i."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: list[int], stride: list[int],
+                 padding: list[int], dilation: list[int], groups: int, bias: bool, bits: int,
+                 trained_bits: int) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride, self.padding, self.dilation = (list(kernel_size), list(stride),
+                                                                      list(padding), list(dilation))
+        self._init_bits([out_channels, in_channels // groups, *kernel_size], bits, trained_bits)
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+    def get_config(self) -> dict[str, Any]:
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": self.kernel_size,
+                "stride": self.stride, "padding": self.padding, "dilation": self.dilation, "groups": self.groups,
+                "bias": self.bias is not None, "bits": self.bits, "trained_bits": self.trained_bits}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def to_float(self) -> nn.Conv2d:
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+                         self.dilation, self.groups, self.bias is not None)
+        with torch.no_grad():
+            conv.weight.copy_(self.weight())
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        return conv
+
+
+class BitwiseLinear(_BitwiseWeight):
+    """A Linear whose weight is alpha * sign * sum_i H(b_i) 2^i."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, bits: int, trained_bits: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self._init_bits([out_features, in_features], bits, trained_bits)
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def get_config(self) -> dict[str, Any]:
+        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
+                "bits": self.bits, "trained_bits": self.trained_bits}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight(), self.bias)
+
+    def to_float(self) -> nn.Linear:
+        lin = nn.Linear(self.in_features, self.out_features, self.bias is not None)
+        with torch.no_grad():
+            lin.weight.copy_(self.weight())
+            if self.bias is not None:
+                lin.bias.copy_(self.bias)
+        return lin
+
+
+register_layer(BitwiseConv2d)
+register_layer(BitwiseLinear)
+
+
+def fit_alpha(w: torch.Tensor, bits: int) -> float:
+    """The scale whose rounding of w / alpha to n-bit integers has the least squared error."""
+    qmax = 2 ** (bits - 1) - 1
+    wmax = float(w.abs().max()) or 1.0
+    best, best_err = wmax / qmax, math.inf
+    for ratio in torch.linspace(0.3, 1.0, 36).tolist():
+        alpha = ratio * wmax / qmax
+        err = float(((w / alpha).round().clamp(-qmax, qmax) * alpha - w).pow(2).sum())
+        if err < best_err:
+            best, best_err = alpha, err
+    return best
+
+
+def to_bitwise(module: nn.Module, config: BitwiseConfig) -> list[str]:
+    """Replace Conv2d/Linear layers in place by bit-wise layers; returns their names."""
+    trained = trainable_count(config.train_bits, config.bits)
+    qmax = 2 ** (config.bits - 1) - 1
+    gen = torch.Generator().manual_seed(config.seed)
+    names = []
+    layers = [(n, m) for n, m in quantizable_layers(module) if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for p in config.skip:
+        if not any(re.fullmatch(p, n) for n, _ in layers):
+            raise RecipeError(f"skip pattern {p!r} matches no Conv/Linear layer")
+    for name, layer in layers:
+        if any(re.fullmatch(p, name) for p in config.skip):
+            continue
+        if isinstance(layer, nn.Conv2d):
+            if isinstance(layer.padding, str):
+                raise RecipeError(f"{name}: bit-wise layers need numeric padding")
+            new: _BitwiseWeight = BitwiseConv2d(layer.in_channels, layer.out_channels, list(layer.kernel_size),
+                                                list(layer.stride), list(layer.padding), list(layer.dilation),
+                                                layer.groups, layer.bias is not None, config.bits, trained)
+        else:
+            new = BitwiseLinear(layer.in_features, layer.out_features, layer.bias is not None, config.bits, trained)
+        w = layer.weight.detach()
+        if config.init == "model":
+            alpha = fit_alpha(w, config.bits)
+            q = (w / alpha).round().clamp(-qmax, qmax)
+        else:
+            q = torch.randint(-qmax, qmax + 1, w.shape, generator=gen).float()
+            fan_in = w[0].numel()
+            alpha = math.sqrt(2.0 / fan_in) / float(q.std())
+        new.set_from_integers(q, alpha)
+        if layer.bias is not None:
+            new.bias.data.copy_(layer.bias.data)
+        parent, _, attr = name.rpartition(".")
+        setattr(module.get_submodule(parent) if parent else module, attr, new)
+        names.append(name)
+    if not names:
+        raise RecipeError("no Conv2d/Linear layer to train bit-wise (check `skip`)")
+    return names
+
+
+def weight_sparsity(module: nn.Module) -> dict[str, float]:
+    """Share of exact zeros over all bit-wise weights (and the count)."""
+    zeros = total = 0
+    for m in module.modules():
+        if isinstance(m, _BitwiseWeight):
+            q = m.int8_weight()
+            zeros += int((q == 0).sum())
+            total += q.numel()
+    return {"sparsity": zeros / max(total, 1), "zero_weights": zeros, "bitwise_weights": total}
+
+
+def export_bitwise_onnx(model: Model, path: str | Path) -> dict[str, Any]:
+    """Q/DQ ONNX: each bit-wise weight an INT8 initializer + DequantizeLinear (scale alpha, zero-point 0)."""
+    import contextlib
+    import io
+    import warnings
+
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from compress.errors import BackendError
+    from compress.export.onnx import INPUT_NAME, OUTPUT_NAME, ExportConfig, check_parity
+
+    module = model.module.eval()
+    plain = _plain_copy(module)
+    ints = {f"{n}.weight": (m.int8_weight().numpy(), float(m.alpha)) for n, m in module.named_modules()
+            if isinstance(m, _BitwiseWeight)}
+    example = torch.rand(2, *model.input_shape, generator=torch.Generator().manual_seed(0))
+    path = Path(path)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        # no constant folding: the initializers keep the parameter names (BatchNorm stays unfolded)
+        torch.onnx.export(plain, (example,), str(path), dynamo=False, opset_version=17,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                          do_constant_folding=False)
+    onnx_model = onnx.load(str(path))
+    graph = onnx_model.graph
+    replaced = 0
+    for init in list(graph.initializer):
+        if init.name not in ints:
+            continue
+        q, alpha = ints[init.name]
+        float_w = numpy_helper.to_array(init)
+        deq = q.astype(np.float32) * np.float32(alpha)
+        if not np.array_equal(deq, float_w):
+            raise BackendError(f"{init.name}: exported weight is not alpha * integers")
+        graph.initializer.remove(init)
+        out_ch = q.shape[0]
+        graph.initializer.extend([
+            numpy_helper.from_array(q, f"{init.name}_int8"),
+            numpy_helper.from_array(np.full(out_ch, alpha, np.float32), f"{init.name}_scale"),
+            numpy_helper.from_array(np.zeros(out_ch, np.int8), f"{init.name}_zp"),
+        ])
+        graph.node.insert(0, helper.make_node(
+            "DequantizeLinear", [f"{init.name}_int8", f"{init.name}_scale", f"{init.name}_zp"], [init.name],
+            name=f"DequantizeLinear_{init.name}", axis=0))
+        replaced += 1
+    if replaced != len(ints):
+        raise BackendError(f"ONNX export kept {replaced} of {len(ints)} bit-wise weights as named initializers")
+    onnx.checker.check_model(onnx_model)
+    onnx.save(onnx_model, str(path))
+    parity = check_parity(module, path, model.input_shape, ExportConfig(atol=1e-4, rtol=1e-4), task=model.task)
+    if not parity["ok"]:
+        raise BackendError(f"bit-wise ONNX parity failed: max abs diff {parity['max_abs_diff']:.3g}")
+    return parity
+
+
+def _plain_copy(module: nn.Module) -> nn.Module:
+    import copy
+
+    plain = copy.deepcopy(module)
+    for name, m in list(plain.named_modules()):
+        if isinstance(m, (BitwiseConv2d, BitwiseLinear)):
+            parent, _, attr = name.rpartition(".")
+            setattr(plain.get_submodule(parent) if parent else plain, attr, m.to_float())
+    return plain.eval()
+
+
+@register_method("quantize", "bitwise", BitwiseConfig)
+def bitwise(model: Model, config: BitwiseConfig, ctx: Context) -> Result:
+    """Train the weights bit by bit; export as INT8 Q/DQ weights, bit-exact with torch."""
+    from compress.config import to_dict
+    from compress.models.checkpoint import save_model
+    from compress.train.loop import TrainConfig, train
+
+    out = model.copy()
+    out.input_shape = tuple(ctx.data.input_shape)
+    names = to_bitwise(out.module, config)
+    before = weight_sparsity(out.module)["sparsity"]
+    tc = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, optimizer="adam", lr=config.lr,
+                     weight_decay=0.0, seed=config.seed, eval_every=0)
+    result = train(out.module, ctx.data, tc, checkpoint=ctx.checkpoint("bitwise"), description="bitwise")
+    out = out.with_step(out.module, {"technique": "quantize", "method": "bitwise", "params": to_dict(config)})
+    folder = workdir(ctx, "bitwise")
+    ckpt = save_model(out, folder / "model.pt")
+    onnx_path = folder / "model.onnx"
+    parity = export_bitwise_onnx(out, onnx_path)
+    sp = weight_sparsity(out.module)
+    n_weights = sp["bitwise_weights"]
+    metrics: dict[str, Any] = {
+        **{k: v for k, v in ort_metrics(onnx_path, ctx.data).items() if k != "samples"},
+        "torch_" + next(iter(result.metrics)): next(iter(result.metrics.values())),
+        "sparsity": sp["sparsity"], "initial_sparsity": before, "zero_weights": sp["zero_weights"],
+        "bits_per_weight": config.bits + 32 * len(names) / max(n_weights, 1),
+        "trained_bits": trainable_count(config.train_bits, config.bits),
+        "size_bytes": file_size(onnx_path), "checkpoint_bytes": file_size(ckpt),
+        "onnx_max_abs_diff": parity["max_abs_diff"], "layers": len(names),
+    }
+    return Result(model=out, onnx=onnx_path, metrics=metrics)  # the pipeline saves `out` as model.pt

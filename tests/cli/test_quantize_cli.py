@@ -1,0 +1,52 @@
+"""`compress quantize` and `compress info --qdq` through the CLI."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from compress.cli.main import app
+
+runner = CliRunner()
+SMALL = ["--data", "digits", "--image-size", "16", "--limit", "160"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    out = tmp_path_factory.mktemp("q") / "teacher"
+    r = invoke("train", "--model", "builtin:resnet_tiny", "--width", "0.5", *SMALL, "--epochs", "2", "--out", out)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_int8_for_tensorrt_passes_the_qdq_checker(teacher, tmp_path):
+    out = tmp_path / "int8"
+    r = invoke("quantize", "--model", teacher, "--method", "int8", "--target", "tensorrt", "--calib-size", "64",
+               *SMALL, "--out", out)
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "onnx" in manifest["artifacts"] and manifest["steps"][-1]["method"] == "int8"
+    r = invoke("info", out / "model.onnx", "--qdq", "--target", "tensorrt", "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output)["qdq"]
+    assert report["valid"] and report["violations"] == [] and report["dequantize_linear"] > 0
+
+
+def test_codebook_run_is_small(teacher, tmp_path):
+    out = tmp_path / "cb"
+    r = invoke("quantize", "--model", teacher, "--method", "codebook", "--bits", "3", "--groups", "2",
+               "--steps", "5", *SMALL, "--out", out)
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    float_size = json.loads((teacher / "manifest.json").read_text())["artifacts"]["torch"]["bytes"]
+    assert manifest["artifacts"]["onnx"]["bytes"] < float_size
+    assert manifest["metrics"]["bits_per_weight"] < 8
+
+
+def test_flag_for_another_method_is_refused(teacher, tmp_path):
+    r = invoke("quantize", "--model", teacher, "--method", "int8", "--bits", "3", *SMALL, "--out", tmp_path / "x")
+    assert r.exit_code == 2 and r.output.startswith("error: ") and "Traceback" not in r.output
