@@ -9,8 +9,22 @@ from torch import nn
 
 
 def count_params(module: nn.Module) -> int:
-    """Number of parameter elements (shared parameters counted once)."""
-    return sum(p.numel() for p in module.parameters())
+    """Number of weights the network computes with.
+
+    Plain layers count their parameter elements; compressed layers that store weights in another form
+    (codebook indices, trainable bits) count the weights they stand for via `logical_params()`.
+    """
+    total = 0
+    skip: set[int] = set()
+    for m in module.modules():
+        if id(m) in skip:
+            continue
+        if hasattr(m, "logical_params"):
+            total += int(m.logical_params())
+            skip.update(id(c) for c in m.modules())
+        else:
+            total += sum(p.numel() for p in m.parameters(recurse=False))
+    return total
 
 
 def count_macs(module: nn.Module, input_shape: tuple[int, ...], *, per_module: bool = False) -> Any:

@@ -96,7 +96,7 @@ def _registry(technique: str) -> Registry[Method]:
     return _REGISTRIES[technique]
 
 
-def _load_all() -> None:
+def load_techniques() -> None:
     """Import the technique packages so their methods register."""
     import compress.distill  # noqa: F401
     import compress.prune  # noqa: F401
@@ -105,12 +105,12 @@ def _load_all() -> None:
 
 
 def get_method(technique: str, name: str) -> Method:
-    _load_all()
+    load_techniques()
     return _registry(technique).get(name)
 
 
 def method_for_config(technique: str, config: Any) -> Method:
-    _load_all()
+    load_techniques()
     for _, method in _registry(technique).items():
         if type(config) is method.config:
             return method
@@ -118,7 +118,7 @@ def method_for_config(technique: str, config: Any) -> Method:
 
 
 def method_names(technique: str) -> list[str]:
-    _load_all()
+    load_techniques()
     return _registry(technique).names()
 
 

@@ -61,6 +61,12 @@ def describe_layer(module: nn.Module) -> tuple[str, dict[str, Any]] | None:
 
 
 def build_layer(name: str, config: dict[str, Any]) -> nn.Module:
+    if name not in LAYERS:
+        # technique packages register their layers on import; load them (a fixed list, never a
+        # module named by the file) and look again
+        from compress.methods import load_techniques
+
+        load_techniques()
     spec = LAYERS.get(name)
     try:
         return spec.build(config)

@@ -119,6 +119,11 @@ class _BitwiseWeight(nn.Module):
             self.sign.copy_(torch.where(q < 0, -0.01, 0.01))
             self.alpha.fill_(alpha)
 
+    def logical_params(self) -> int:
+        """Weights and biases this layer stands for (its storage is counted separately)."""
+        bias = getattr(self, "bias", None)
+        return math.prod(self.weight_shape) + (bias.numel() if bias is not None else 0)
+
     def int8_weight(self) -> torch.Tensor:
         with torch.no_grad():
             return self.integer_weight().round().to(torch.int8)

@@ -144,6 +144,11 @@ class _CodebookWeight(nn.Module):
         idx = self.indices() + self.channel_group.to(torch.int64).reshape(-1, 1) * k
         return self.codebooks.reshape(-1)[idx.reshape(-1)].reshape(self.weight_shape)
 
+    def logical_params(self) -> int:
+        """Weights and biases this layer stands for (its storage is counted separately)."""
+        bias = getattr(self, "bias", None)
+        return math.prod(self.weight_shape) + (bias.numel() if bias is not None else 0)
+
     def storage_bits(self) -> int:
         """Bits of the quantized weight: packed indices + codebooks (fp32) + group ids (uint8)."""
         return 8 * self.packed.numel() + 32 * self.codebooks.numel() + 8 * self.channel_group.numel()

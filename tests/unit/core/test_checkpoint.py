@@ -101,3 +101,23 @@ def test_torch_export_file_loads_without_trust(tmp_path):
     model = load_model(str(tmp_path / "m.pt2"))
     assert model.input_shape == (3, 8, 8)
     torch.testing.assert_close(model.module(x), module(x))
+
+
+def test_checkpoint_with_technique_layers_loads_in_a_fresh_process(tmp_path):
+    """Loading must not depend on the technique having been imported by the caller."""
+    import subprocess
+    import sys
+
+    from compress.analysis import count_params
+    from compress.methods import Context, get_method
+    from compress.quantize.codebook import KMeansConfig
+
+    model = load_model("builtin:simple_cnn", num_classes=10, input_shape=(3, 8, 8), kwargs={"width": 0.25})
+    result = get_method("quantize", "kmeans").fn(model, KMeansConfig(bits=2), Context(workdir=tmp_path / "w"))
+    path = save_model(result.model, tmp_path / "cb.pt")
+    assert count_params(result.model.module) == count_params(model.module)  # weights it stands for
+    code = (f"from compress.models import load_model; m = load_model({str(path)!r}); "
+            "print(type(m.module[0]).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "CodebookConv2d"
