@@ -212,7 +212,7 @@ def _fold_batchnorm_onnx(src: Path, dst: Path) -> None:
 
 
 def _nncf_params(config: Int8Config) -> dict[str, Any]:
-    import nncf
+    nncf = _nncf()
 
     preset = nncf.QuantizationPreset.PERFORMANCE if config.preset == "performance" else nncf.QuantizationPreset.MIXED
     return {"preset": preset, "subset_size": config.calib_size, "fast_bias_correction": config.fast_bias_correction}
@@ -272,7 +272,7 @@ def to_signed_int8(path: Path) -> int:
 
 def _quantize_onnx(float_path: Path, out: Path, calib: list[torch.Tensor], config: Int8Config,
                    ignored: list[str]) -> None:
-    import nncf
+    nncf = _nncf()
     import onnx
 
     folded = out.with_name("float_folded.onnx")
@@ -323,7 +323,7 @@ def _to_native(quantizer: nn.Module) -> _NativeFakeQuant:
 
 def _quantize_torch(base: Model, out: Path, calib: list[torch.Tensor], config: Int8Config, ignored: list[str],
                     ctx: Context) -> None:
-    import nncf
+    nncf = _nncf()
     from nncf.torch.function_hook.wrapper import get_hook_storage
     from nncf.torch.quantization.layers import BaseQuantizer
 
@@ -459,3 +459,17 @@ def _fold_batchnorm_torch(module: nn.Module) -> nn.Module:
 def _replace(root: nn.Module, path: str, new: nn.Module) -> None:
     parent, _, name = path.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, name, new)
+
+
+def _nncf():
+    """Import NNCF quietly: through torch's cpp_extension it warns about CUDA_HOME on CPU-only machines."""
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    try:
+        import nncf
+    except ImportError:
+        from compress.errors import MissingDependencyError
+
+        raise MissingDependencyError("int8 quantization needs NNCF: pip install nncf") from None
+    return nncf
