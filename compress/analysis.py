@@ -39,7 +39,8 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...], *, per_module: b
     module.eval()
     counter = FlopCounterMode(display=False, depth=None)
     try:
-        with torch.no_grad(), counter:
+        # grad mode on: with it off, nn.MultiheadAttention takes a fused fast path that the counter misses
+        with torch.enable_grad(), counter:
             module(torch.zeros(1, *input_shape))
     finally:
         module.train(was_training)

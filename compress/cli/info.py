@@ -20,6 +20,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     qdq: bool = typer.Option(False, "--qdq", help="ONNX: Q/DQ counts, dtypes, symmetry and validity for --target."),
     target: str = typer.Option("tensorrt", "--target", help="With --qdq: tensorrt or onnxruntime rules."),
+    prunable: bool = typer.Option(False, "--prunable", help="Pruning coverage: channel groups, what is kept whole and why."),
     trust_code: bool = opt.TrustCode,
 ) -> None:
     """Describe a model: params, MACs, size on disk, layers (or ONNX ops and initializers)."""
@@ -67,6 +68,15 @@ def info(
     if path.exists():
         file = resolve_model_path(model, "torch")
         summary["file_bytes"] = file.stat().st_size
+    if prunable:
+        from compress.prune.report import prunable_report
+
+        report = prunable_report(net, shape)
+        if as_json:
+            typer.echo(json.dumps(report, indent=2, default=str))
+        else:
+            _print_prunable(out, report, model)
+        return
     rows = layer_table(net.module, shape) if layers else []
     if as_json:
         typer.echo(json.dumps({**summary, "layers": rows}, indent=2, default=str))
@@ -106,3 +116,20 @@ def _print_qdq(out, report: dict, target: str) -> None:
         out.print(f"  [red]violation[/red] {v}")
     for w in report.get("warnings", []):
         out.print(f"  [yellow]warning[/yellow] {w}")
+
+
+def _print_prunable(out, report: dict, model: str) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{model}: prunable channel groups")
+    for col in ("group", "layers", "channels", "prunable", "status", "reasons"):
+        t.add_column(col)
+    for r in report["rows"]:
+        t.add_row(str(r.get("name")), str(r.get("layers")), str(r.get("channels")),
+                  f"{r.get('prunable_units')}/{r.get('units')}", str(r.get("status")), "; ".join(r.get("reasons") or []))
+    out.print(t)
+    out.print(report.get("summary"))
+    for note in report.get("notes") or []:
+        out.print(f"  note: {note}")
+    if report.get("opaque_modules"):
+        out.print(f"  kept whole (untraceable): {', '.join(report['opaque_modules'])}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from compress.cli import bench, check, distill, export, history, info, methods, quantize, report, run, train
+from compress.cli import bench, check, distill, export, history, info, methods, prune, quantize, report, run, train
 
 app = typer.Typer(
     name="compress",
@@ -18,6 +18,7 @@ app = typer.Typer(
 app.command("info")(info.info)
 app.command("train")(train.train)
 app.command("distill")(distill.distill)
+app.command("prune")(prune.prune)
 app.command("quantize")(quantize.quantize)
 app.command("export")(export.export)
 app.command("bench")(bench.bench)

@@ -17,8 +17,8 @@ def methods(
     from rich.table import Table
 
     from compress.cli.common import console
-    from compress.methods import TECHNIQUES, get_method, method_names
     from compress.errors import RecipeError
+    from compress.methods import TECHNIQUES, get_method, method_names
 
     if technique is not None and technique not in TECHNIQUES:
         raise RecipeError(f"unknown technique '{technique}'; available: {', '.join(TECHNIQUES)}")

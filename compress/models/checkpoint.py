@@ -97,6 +97,7 @@ def model_from_payload(payload: dict[str, Any], *, where: str) -> Model:
     try:
         module = build_architecture(payload["arch"])
         apply_surgery(module, payload["surgery"])
+        _fit_tensor_shapes(module, payload["state_dict"])
         missing, unexpected = module.load_state_dict(payload["state_dict"], strict=False)
     except KeyError as e:
         raise ModelError(f"{where}: checkpoint lacks field {e}") from None
@@ -114,6 +115,24 @@ def model_from_payload(payload: dict[str, Any], *, where: str) -> Model:
         payload.get("task", "classification"),
         list(payload.get("history", [])),
     )
+
+
+def _fit_tensor_shapes(module: nn.Module, state_dict: dict[str, Any]) -> None:
+    """Resize parameters and buffers that pruning shrank inside unregistered modules (e.g. ConvNeXt's
+    layer_scale); their values come from the state_dict right after."""
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        saved = state_dict.get(name)
+        if not isinstance(saved, torch.Tensor) or saved.shape == tensor.shape:
+            continue
+        owner_path, _, attr = name.rpartition(".")
+        owner = _get(module, owner_path)
+        if owner is None:
+            continue
+        fresh = torch.empty(saved.shape, dtype=saved.dtype)
+        if attr in owner._parameters:
+            owner._parameters[attr] = nn.Parameter(fresh, requires_grad=tensor.requires_grad)
+        elif attr in owner._buffers:
+            owner._buffers[attr] = fresh
 
 
 def _load_pickled_module(path: Path) -> Model:

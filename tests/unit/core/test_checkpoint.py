@@ -121,3 +121,12 @@ def test_checkpoint_with_technique_layers_loads_in_a_fresh_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "CodebookConv2d"
+
+
+def test_tensors_resized_inside_unregistered_modules_reload(tmp_path):
+    """Pruning ConvNeXt shrinks CNBlock.layer_scale, a parameter of a module no layer spec describes."""
+    model = load_model("torchvision:convnext_tiny", num_classes=10, input_shape=(3, 32, 32))
+    block = model.module.features[1][0]
+    block.layer_scale = nn.Parameter(torch.arange(48.0).reshape(48, 1, 1))
+    back = load_checkpoint(save_model(model, tmp_path / "c.pt"))
+    torch.testing.assert_close(back.module.features[1][0].layer_scale, block.layer_scale)

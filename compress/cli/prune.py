@@ -1,0 +1,118 @@
+"""`compress prune`: structurally prune a model (channel, continuous, search) into a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from compress.cli import options as opt
+from compress.cli.common import data_config, handle_errors, parse_shape
+
+_MODEL = "Model spec: torchvision:NAME, builtin:NAME, checkpoint or run dir."
+_METHOD = "channel (importance ranking), continuous (learned gates) or search (pruning-space sampling)."
+
+
+@handle_errors
+def prune(
+    model: str = typer.Option(..., "--model", "-m", help=_MODEL),
+    method: str = typer.Option("channel", "--method", help=_METHOD),
+    out: Path = opt.Out,
+    data: str | None = opt.DataOptional,
+    ratio: float | None = typer.Option(None, "--ratio", help="channel: share of each group's channels to remove."),
+    target_macs: float | None = typer.Option(None, "--target-macs", help="Keep this fraction of the dense MACs."),
+    target_params: float | None = typer.Option(None, "--target-params",
+                                               help="channel: keep this fraction of the parameters."),
+    importance: str | None = typer.Option(None, "--importance", help="l1, l2, bn_scale or taylor (needs --data)."),
+    allocation: str | None = typer.Option(None, "--allocation", help="channel: uniform or global."),
+    round_to: int | None = typer.Option(None, "--round-to", help="Round kept channel counts up to a multiple of this."),
+    ignore: list[str] | None = typer.Option(None, "--ignore",
+                                            help="Module-name glob pattern to leave whole (repeatable)."),
+    iterative_steps: int | None = typer.Option(None, "--iterative-steps", help="channel: prune -> fine-tune steps."),
+    finetune_epochs: int | None = typer.Option(None, "--finetune-epochs", help="Fine-tuning epochs after pruning."),
+    samples: int | None = typer.Option(None, "--samples", help="search: width configurations to try."),
+    sample_epochs: int | None = typer.Option(None, "--sample-epochs", help="search: fine-tuning epochs per sample."),
+    epochs: int | None = typer.Option(None, "--epochs", help="continuous: epochs of joint gate + weight training."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate of the (fine-)tuning."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size per process."),
+    distill: bool = typer.Option(False, "--distill", help="Fine-tune with distillation from the unpruned model."),
+    teacher: str | None = typer.Option(None, "--teacher", "-t", help="Teacher for distillation while fine-tuning."),
+    input_shape: str | None = opt.InputShape,
+    num_classes: int | None = opt.NumClasses,
+    task: str | None = opt.Task,
+    image_size: int | None = opt.ImageSize,
+    channels: int | None = opt.Channels,
+    limit: int | None = opt.Limit,
+    seed: int | None = opt.Seed,
+    config: Path | None = typer.Option(None, "--config", help="YAML file with the method's config fields."),
+    export: bool = typer.Option(True, "--export/--no-export", help="Also export the pruned model to ONNX."),
+    force: bool = opt.Force,
+    resume: bool = opt.Resume,
+    trust_code: bool = opt.TrustCode,
+) -> None:
+    """Prune MODEL with METHOD; saves DIR/model.pt (architecture + state_dict), DIR/model.onnx and the report."""
+    from compress.cli.common import console
+    from compress.cli.runs import finish, load_yaml_params
+    from compress.config import from_dict, to_dict
+    from compress.methods import get_method
+    from compress.pipeline import load_input, run_technique, write_variant
+    from compress.runs import RunDir
+
+    spec = get_method("prune", method)
+    fields = spec.config.__dataclass_fields__
+    params = load_yaml_params(config)
+    for key, value, flag in (
+        ("ratio", ratio, "--ratio"), ("target_macs", target_macs, "--target-macs"),
+        ("target_params", target_params, "--target-params"), ("importance", importance, "--importance"),
+        ("allocation", allocation, "--allocation"), ("round_to", round_to, "--round-to"),
+        ("ignore", list(ignore) if ignore else None, "--ignore"),
+        ("iterative_steps", iterative_steps, "--iterative-steps"), ("samples", samples, "--samples"),
+        ("sample_epochs", sample_epochs, "--sample-epochs"), ("distill", distill or None, "--distill"),
+    ):
+        if value is None:
+            continue
+        if key not in fields:
+            raise typer.BadParameter(f"prune {method} takes no {flag}", param_hint=flag)
+        params[key] = value
+    if finetune_epochs is not None:
+        if "finetune_epochs" in fields:
+            params["finetune_epochs"] = finetune_epochs
+        elif "final_epochs" in fields:
+            params["final_epochs"] = finetune_epochs
+    train_key = "train" if method == "continuous" else "finetune"
+    train_params = dict(params.get(train_key) or {})
+    for key, value in (("lr", lr), ("batch_size", batch_size), ("seed", seed)):
+        if value is not None:
+            train_params[key] = value
+    if epochs is not None:
+        if method != "continuous":
+            raise typer.BadParameter(f"prune {method} takes --finetune-epochs, not --epochs", param_hint="--epochs")
+        train_params["epochs"] = epochs
+    if train_params:
+        params[train_key] = train_params
+    method_config = from_dict(spec.config, params, where=str(config) if config else f"prune {method} options")
+
+    bundle = None
+    data_cfg = None
+    if data is not None:
+        from compress.data import load_data
+
+        data_cfg = data_config(data, task=task, image_size=image_size, channels=channels, limit=limit, seed=seed)
+        bundle = load_data(data_cfg)
+    net = load_input(model, bundle, trust_code=trust_code, num_classes=num_classes,
+                     input_shape=parse_shape(input_shape))
+    teacher_model = load_input(teacher, bundle, trust_code=trust_code) if teacher else None
+    run = RunDir(out, "prune", force=force, resume=resume)
+    run.add_input("model", model, model if Path(model).is_file() else None)
+    run.set_config({"method": method, "params": to_dict(method_config),
+                    "data": to_dict(data_cfg) if data_cfg else None})
+    result = run_technique("prune", method_config, net, data=bundle, teacher=teacher_model,
+                           workdir=run.work / "work")
+    for role, path in result.files.items():
+        dest = run.file(Path(path).name)
+        if Path(path) != dest:
+            dest.write_bytes(Path(path).read_bytes())
+        run.add_artifact(role, Path(path).name)
+    write_variant(run, result, data=bundle, export=export)
+    summary = {k: result.metrics.get(k) for k in ("macs_ratio", "params_ratio", "val_accuracy") if k in result.metrics}
+    finish(run, console(), summary=summary)

@@ -1,0 +1,149 @@
+"""Shared steps of the pruning methods: measure, prune one shot with verification, fine-tune."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.errors import ModelError, RecipeError
+from compress.prune.graph import DependencyGraph, analyze, masked_reference
+from compress.train.loop import TrainConfig, train
+
+
+def measure(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(MACs of one sample, parameter count), counted with torch's FlopCounterMode."""
+    from compress.analysis import count_macs, count_params
+
+    return int(count_macs(module, tuple(input_shape))), int(count_params(module))
+
+
+@dataclass
+class PruneInfo:
+    """What one pruning pass did."""
+
+    graph: DependencyGraph
+    keep: np.ndarray
+    verified: str
+    removed_units: int
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def verify_pruned(pruned: nn.Module, reference: nn.Module | None, dense_out_shape: tuple[int, ...] | None,
+                  input_shape: tuple[int, ...], exact: bool) -> str:
+    """Check the pruned network runs and keeps the output shape; compare exactly where possible.
+
+    `reference` is the unpruned network with the removed channels' consumers zeroed
+    (`masked_reference`); without cross-channel normalisation of removed channels both must agree.
+    """
+    x = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
+    was = pruned.training
+    pruned.eval()
+    try:
+        with torch.no_grad():
+            y = pruned(x)
+    except Exception as e:  # noqa: BLE001 - report any failure of the pruned forward pass as ours
+        raise ModelError(f"internal error: the pruned model no longer runs ({str(e).splitlines()[0][:200]})") from None
+    finally:
+        pruned.train(was)
+    if not isinstance(y, torch.Tensor) or (dense_out_shape is not None and tuple(y.shape[1:]) != dense_out_shape):
+        raise ModelError(f"internal error: pruning changed the output shape to {getattr(y, 'shape', None)}")
+    if reference is None or not exact:
+        return "shape"
+    reference.eval()
+    with torch.no_grad():
+        yr = reference(x)
+    scale = float(yr.abs().max()) + 1e-6
+    if float((y - yr).abs().max()) > 1e-3 * scale + 1e-5:
+        raise ModelError("internal error: the pruned model disagrees with the masked unpruned model")
+    return "exact"
+
+
+def prune_once(
+    module: nn.Module,
+    input_shape: tuple[int, ...],
+    score_fn,
+    keep_fn,
+    *,
+    ignore: list[str] | None = None,
+    verify: bool = True,
+) -> PruneInfo:
+    """Analyse `module`, pick units with `keep_fn(graph, scores)`, remove them in place, verify."""
+    graph = analyze(module, input_shape, ignore=ignore)
+    scores = score_fn(graph)
+    keep = keep_fn(graph, scores)
+    return remove_units(graph, keep, scores, input_shape, verify=verify)
+
+
+def remove_units(graph: DependencyGraph, keep: np.ndarray, scores: np.ndarray, input_shape: tuple[int, ...], *,
+                 verify: bool = True) -> PruneInfo:
+    """Remove the units of `graph` where `keep` is False from its module (in place) and verify."""
+    module = graph.module
+    keep = graph.repair(keep, scores)
+    removed = int((~keep).sum())
+    exact = not bool((graph.class_normed & ~keep).any())
+    reference = masked_reference(module, graph, keep) if verify and exact and removed else None
+    graph.apply(keep)
+    verified = verify_pruned(module, reference, graph.output_shape, input_shape, exact) if verify else "skipped"
+    return PruneInfo(graph, keep, verified, removed, graph.report())
+
+
+def train_config(base: TrainConfig, epochs: int | None) -> TrainConfig:
+    cfg = copy.deepcopy(base)
+    if epochs is not None:
+        cfg.epochs = epochs
+    return cfg
+
+
+def finetune(module: nn.Module, ctx, config: TrainConfig, *, teacher: nn.Module | None = None,
+             name: str = "finetune", temperature: float = 4.0, alpha: float = 0.9) -> dict[str, float]:
+    """Fine-tune `module` in place through the shared loop (logit distillation when a teacher is given)."""
+    if config.epochs <= 0:
+        return {}
+    if ctx is None or ctx.data is None:
+        raise RecipeError("fine-tuning after pruning needs data (--data)")
+    objective = None
+    if teacher is not None:
+        if ctx.data.task != "classification":
+            raise RecipeError("distillation during pruning matches class logits; it needs a classification task")
+        from compress.distill.kd import KDConfig, KDObjective
+
+        objective = KDObjective(copy.deepcopy(teacher).eval(), ctx.data.task,
+                                KDConfig(temperature=temperature, alpha=alpha, train=config))
+    result = train(module, ctx.data, config, objective=objective, checkpoint=ctx.checkpoint(name),
+                   description=name)
+    return {f"val_{k}": float(v) for k, v in result.metrics.items() if k != "samples"}
+
+
+def teacher_for(model_module: nn.Module, ctx, distill: bool) -> nn.Module | None:
+    """The teacher for fine-tuning: ctx.teacher, else the unpruned model when `distill` is set."""
+    if ctx is not None and ctx.teacher is not None:
+        t = ctx.teacher
+        return t.module if hasattr(t, "module") else t
+    if distill:
+        return copy.deepcopy(model_module).eval()
+    return None
+
+
+def input_shape_for(model, ctx) -> tuple[int, ...]:
+    if ctx is not None and ctx.data is not None:
+        return tuple(ctx.data.input_shape)
+    if not model.input_shape:
+        raise ModelError(f"{model.name}: unknown input shape; pass --data or a model with an input shape")
+    return tuple(model.input_shape)
+
+
+def write_json(ctx, name: str, payload: Any) -> dict[str, Any]:
+    """Write `payload` into the method's workdir (if any); returns {role: path} for Result.files."""
+    if ctx is None or ctx.workdir is None:
+        return {}
+    import json
+
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    path = ctx.workdir / name
+    path.write_text(json.dumps(payload, indent=1, default=str))
+    return {name.rsplit(".", 1)[0]: path}
