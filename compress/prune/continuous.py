@@ -237,7 +237,8 @@ class ContinuousObjective(Objective):
 
 def _fold(graph: DependencyGraph, objective: ContinuousObjective, beta: float) -> None:
     """Multiply every gated input column by its final gate value, so that hooks can be removed."""
-    full = torch.cat([objective.gates.mask(beta).detach(), torch.ones(1)])
+    gates = objective.gates.mask(beta).detach().cpu()
+    full = torch.cat([gates, torch.ones(1)])
     with torch.no_grad():
         for s, sg in zip(graph.slots, objective.slot_gates, strict=True):
             if s.role != "in" or sg.constant == sg.index.numel():

@@ -102,7 +102,7 @@ class _BitwiseWeight(nn.Module):
         shape = [-1] + [1] * len(self.weight_shape)
         mask = self.bit_mask.reshape(shape)
         b = self.magnitude * mask + (self.magnitude * (1 - mask)).detach()
-        powers = (2.0 ** torch.arange(self.bits - 1, dtype=b.dtype)).reshape(shape)
+        powers = (2.0 ** torch.arange(self.bits - 1, dtype=b.dtype, device=b.device)).reshape(shape)
         mag = (_step(b) * powers).sum(0)
         s = self.sign if self.sign_trained else self.sign.detach()
         return _sign(s) * mag

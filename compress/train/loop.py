@@ -13,6 +13,7 @@ steps as one that was never interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -52,6 +53,8 @@ class TrainConfig:
         eval_every: epochs between evaluations on the validation split (0: only at the end).
         device: auto (cuda when available), cpu or cuda.
         find_unused_parameters: for DDP when an objective leaves some parameters unused.
+        deterministic: on CUDA, use deterministic kernels so a resumed run matches an uninterrupted one
+            (slower; CPU training is deterministic either way).
     """
 
     epochs: int = 5
@@ -69,6 +72,7 @@ class TrainConfig:
     eval_every: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     find_unused_parameters: bool = False
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
@@ -171,6 +175,32 @@ def train(
     objective = objective or TaskObjective(data.task)
     world, rank, local_rank = _dist_env()
     device = _device(config.device, local_rank)
+    with _determinism(device.type == "cuda" and config.deterministic):
+        return _train(module, data, config, objective, checkpoint, description, show_progress,
+                      world, rank, device)
+
+
+@contextlib.contextmanager
+def _determinism(on: bool):
+    """Deterministic CUDA kernels for the duration of a training run; previous settings restored."""
+    if not on:
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[0], saved[1]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[4], saved[5]
+
+
+def _train(module, data, config, objective, checkpoint, description, show_progress, world, rank, device):
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     generator = torch.Generator().manual_seed(config.seed)

@@ -24,6 +24,7 @@ def teacher(tmp_path_factory):
 
 
 def test_int8_for_tensorrt_passes_the_qdq_checker(teacher, tmp_path):
+    pytest.importorskip("nncf")
     out = tmp_path / "int8"
     r = invoke("quantize", "--model", teacher, "--method", "int8", "--target", "tensorrt", "--calib-size", "64",
                *SMALL, "--out", out)
@@ -48,5 +49,6 @@ def test_codebook_run_is_small(teacher, tmp_path):
 
 
 def test_flag_for_another_method_is_refused(teacher, tmp_path):
+    pytest.importorskip("nncf")
     r = invoke("quantize", "--model", teacher, "--method", "int8", "--bits", "3", *SMALL, "--out", tmp_path / "x")
     assert r.exit_code == 2 and r.output.startswith("error: ") and "Traceback" not in r.output
