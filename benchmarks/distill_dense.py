@@ -43,8 +43,9 @@ def main() -> None:
     data = load_data(DATA)
     t0 = time.perf_counter()
     teacher = build(data, 0, depth=6)
-    tres = train(teacher.module, data, TrainConfig(epochs=args.teacher_epochs, batch_size=32, lr=3e-3),
-                 show_progress=False)
+    tres = train(
+        teacher.module, data, TrainConfig(epochs=args.teacher_epochs, batch_size=32, lr=3e-3), show_progress=False
+    )
     student_kw = {"depth": 3, "width": 0.5}
     tc = TrainConfig(epochs=args.epochs, batch_size=32, lr=3e-3)
     rows = []
@@ -56,10 +57,15 @@ def main() -> None:
         s0 = time.perf_counter()
         res = apply("distill", build(data, 1, **student_kw), cfg, Context(data=data, teacher=teacher))
         rows.append({"method": name, "psnr": res.metrics["psnr"], "seconds": time.perf_counter() - s0})
-    out = {"benchmark": "distill_dense", "data": "digits 16x16 grey, gaussian noise sigma 0.2, 500 train / 359 val",
-           "teacher": f"builtin:dncnn depth 6, {args.teacher_epochs} epochs, psnr {tres.metrics['psnr']:.2f}",
-           "student": f"builtin:dncnn {student_kw}, {args.epochs} epochs", "methods": rows,
-           "total_seconds": time.perf_counter() - t0, "environment": environment()}
+    out = {
+        "benchmark": "distill_dense",
+        "data": "digits 16x16 grey, gaussian noise sigma 0.2, 500 train / 359 val",
+        "teacher": f"builtin:dncnn depth 6, {args.teacher_epochs} epochs, psnr {tres.metrics['psnr']:.2f}",
+        "student": f"builtin:dncnn {student_kw}, {args.epochs} epochs",
+        "methods": rows,
+        "total_seconds": time.perf_counter() - t0,
+        "environment": environment(),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(json.dumps({k: out[k] for k in ("teacher", "methods")}, indent=1))

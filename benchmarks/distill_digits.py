@@ -54,14 +54,23 @@ def worker(args) -> None:
     torch.set_num_threads(1)
     data = load_data(DATA)
     teacher = load_checkpoint(args.worker)
-    cfg = KDConfig(train=TrainConfig(epochs=args.epochs, batch_size=32 // int(os.environ["WORLD_SIZE"]),
-                                     lr=5e-3, device="cpu"))
+    cfg = KDConfig(
+        train=TrainConfig(epochs=args.epochs, batch_size=32 // int(os.environ["WORLD_SIZE"]), lr=5e-3, device="cpu")
+    )
     t0 = time.perf_counter()
     res = apply("distill", build(STUDENT, data, 1), cfg, Context(data=data, teacher=teacher))
     wall = time.perf_counter() - t0
     if os.environ["RANK"] == "0":
-        print("RESULT " + json.dumps({"accuracy": res.metrics["accuracy"], "wall_s": wall,
-                                      "samples_per_s": len(data.train) * args.epochs / wall}))
+        print(
+            "RESULT "
+            + json.dumps(
+                {
+                    "accuracy": res.metrics["accuracy"],
+                    "wall_s": wall,
+                    "samples_per_s": len(data.train) * args.epochs / wall,
+                }
+            )
+        )
 
 
 def main() -> None:
@@ -85,15 +94,25 @@ def main() -> None:
     s0 = time.perf_counter()
     acc = train(scratch.module, data, tc(), show_progress=False).metrics["accuracy"]
     rows.append({"method": "scratch", "epochs": e, "accuracy": acc, "seconds": time.perf_counter() - s0})
-    fm = lambda n: FunMatchConfig(train=TrainConfig(epochs=n, batch_size=32, lr=5e-3, optimizer="adam",  # noqa: E731
-                                                    grad_clip=1.0, warmup_epochs=1.0))
-    configs = [("kd", KDConfig(train=tc())), ("funmatch", fm(e)), ("msd", MSDConfig(train=tc())),
-               ("guidance", GuidanceConfig(train=tc())), ("feature_mse", FeatureMSEConfig(train=tc()))]
+
+    def fm(n: int) -> FunMatchConfig:
+        return FunMatchConfig(
+            train=TrainConfig(epochs=n, batch_size=32, lr=5e-3, optimizer="adam", grad_clip=1.0, warmup_epochs=1.0)
+        )
+
+    configs = [
+        ("kd", KDConfig(train=tc())),
+        ("funmatch", fm(e)),
+        ("msd", MSDConfig(train=tc())),
+        ("guidance", GuidanceConfig(train=tc())),
+        ("feature_mse", FeatureMSEConfig(train=tc())),
+    ]
     for name, cfg in configs:
         s0 = time.perf_counter()
         res = apply("distill", build(STUDENT, data, 1), cfg, Context(data=data, teacher=teacher))
-        rows.append({"method": name, "epochs": e, "accuracy": res.metrics["accuracy"],
-                     "seconds": time.perf_counter() - s0})
+        rows.append(
+            {"method": name, "epochs": e, "accuracy": res.metrics["accuracy"], "seconds": time.perf_counter() - s0}
+        )
     patient = [{"epochs": e, "accuracy": rows[2]["accuracy"]}]
     for n in (2 * e, 4 * e):
         res = apply("distill", build(STUDENT, data, 1), fm(n), Context(data=data, teacher=teacher))
@@ -106,18 +125,36 @@ def main() -> None:
         path = save_model(teacher, Path(tmp) / "teacher.pt")
         for n in (1, 2):
             env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n),
-                   __file__, "--worker", str(path), "--epochs", str(e)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node",
+                str(n),
+                __file__,
+                "--worker",
+                str(path),
+                "--epochs",
+                str(e),
+            ]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode or not line:
                 ddp.append({"processes": n, "error": proc.stderr[-500:]})
             else:
                 ddp.append({"processes": n, "global_batch": 32, **json.loads(line[0][7:])})
-    out = {"benchmark": "distill_digits", "data": "digits 16x16 grey, 600 train / 359 val",
-           "teacher": f"{TEACHER[0]} {TEACHER[1]}, {args.teacher_epochs} epochs, accuracy {teacher_acc:.4f}",
-           "student": f"{STUDENT[0]} {STUDENT[1]}", "methods": rows, "funmatch_schedule": patient,
-           "ddp_kd": ddp, "total_seconds": time.perf_counter() - t0, "environment": environment()}
+    out = {
+        "benchmark": "distill_digits",
+        "data": "digits 16x16 grey, 600 train / 359 val",
+        "teacher": f"{TEACHER[0]} {TEACHER[1]}, {args.teacher_epochs} epochs, accuracy {teacher_acc:.4f}",
+        "student": f"{STUDENT[0]} {STUDENT[1]}",
+        "methods": rows,
+        "funmatch_schedule": patient,
+        "ddp_kd": ddp,
+        "total_seconds": time.perf_counter() - t0,
+        "environment": environment(),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(json.dumps({k: out[k] for k in ("teacher", "methods", "funmatch_schedule", "ddp_kd")}, indent=1))

@@ -33,8 +33,13 @@ def time_cuda(fn, iters: int = 100, warmup: int = 20) -> dict:
         end.synchronize()
         times.append(start.elapsed_time(end))
     t = np.asarray(times)
-    return {"p50_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "mean_ms": float(t.mean()),
-            "cov": float(t.std() / t.mean()), "n": len(t)}
+    return {
+        "p50_ms": float(np.median(t)),
+        "p90_ms": float(np.percentile(t, 90)),
+        "mean_ms": float(t.mean()),
+        "cov": float(t.std() / t.mean()),
+        "n": len(t),
+    }
 
 
 def graphed(module, x):
@@ -66,8 +71,12 @@ def main() -> None:
 
     assert torch.cuda.is_available(), "needs a CUDA device"
     torch.backends.cudnn.benchmark = True
-    cases = [("torchvision:resnet18", None, (3, 32, 32)), ("builtin:simple_cnn", None, (3, 32, 32)),
-             ("builtin:resnet_tiny", {"width": 0.5}, (3, 32, 32)), ("torchvision:resnet50", None, (3, 224, 224))]
+    cases = [
+        ("torchvision:resnet18", None, (3, 32, 32)),
+        ("builtin:simple_cnn", None, (3, 32, 32)),
+        ("builtin:resnet_tiny", {"width": 0.5}, (3, 32, 32)),
+        ("torchvision:resnet50", None, (3, 224, 224)),
+    ]
     rows = []
     for spec, kwargs, shape in cases:
         model = load_model(spec, num_classes=10, input_shape=shape, kwargs=kwargs)
@@ -76,11 +85,20 @@ def main() -> None:
                 m = model.copy().module.cuda().eval().to(dtype)
                 x = torch.rand(batch, *shape, device="cuda", dtype=dtype)
                 with torch.inference_mode():
-                    eager = time_cuda(lambda: m(x))
+                    eager = time_cuda(lambda m=m, x=x: m(x))
                 graph = time_cuda(graphed(m, x))
-                rows.append({"model": spec, "kwargs": kwargs, "input": list(shape), "batch": batch,
-                             "dtype": str(dtype).split(".")[-1], "eager": eager, "cuda_graph": graph,
-                             "graph_speedup": eager["p50_ms"] / graph["p50_ms"]})
+                rows.append(
+                    {
+                        "model": spec,
+                        "kwargs": kwargs,
+                        "input": list(shape),
+                        "batch": batch,
+                        "dtype": str(dtype).split(".")[-1],
+                        "eager": eager,
+                        "cuda_graph": graph,
+                        "graph_speedup": eager["p50_ms"] / graph["p50_ms"],
+                    }
+                )
                 print(rows[-1])
     sparse_rows = []
     try:
@@ -92,18 +110,34 @@ def main() -> None:
                 mask = torch.tensor([1, 1, 0, 0], device="cuda", dtype=torch.bool).tile(n, k // 4)
                 w = w * mask
                 x = torch.randn(batch, k, device="cuda", dtype=torch.float16)
-                dense = time_cuda(lambda: torch.nn.functional.linear(x, w))
+                dense = time_cuda(lambda x=x, w=w: torch.nn.functional.linear(x, w))
                 ws = to_sparse_semi_structured(w)
-                sparse = time_cuda(lambda: torch.nn.functional.linear(x, ws))
+                sparse = time_cuda(lambda x=x, ws=ws: torch.nn.functional.linear(x, ws))
                 err = float((torch.nn.functional.linear(x, ws) - torch.nn.functional.linear(x, w)).abs().max())
-                sparse_rows.append({"out": n, "in": k, "batch": batch, "dense_ms": dense["p50_ms"],
-                                    "sparse_2of4_ms": sparse["p50_ms"], "speedup": dense["p50_ms"] / sparse["p50_ms"],
-                                    "max_abs_err": err})
+                sparse_rows.append(
+                    {
+                        "out": n,
+                        "in": k,
+                        "batch": batch,
+                        "dense_ms": dense["p50_ms"],
+                        "sparse_2of4_ms": sparse["p50_ms"],
+                        "speedup": dense["p50_ms"] / sparse["p50_ms"],
+                        "max_abs_err": err,
+                    }
+                )
                 print(sparse_rows[-1])
     except Exception as e:  # report why the sparse kernels are unavailable instead of failing the run
         sparse_rows.append({"error": f"{type(e).__name__}: {str(e)[:300]}"})
-    write_result(args.out, {"benchmark": "gpu_latency", "gpu": torch.cuda.get_device_name(0),
-                            "torch": torch.__version__, "models": rows, "semi_structured_linear": sparse_rows})
+    write_result(
+        args.out,
+        {
+            "benchmark": "gpu_latency",
+            "gpu": torch.cuda.get_device_name(0),
+            "torch": torch.__version__,
+            "models": rows,
+            "semi_structured_linear": sparse_rows,
+        },
+    )
 
 
 if __name__ == "__main__":

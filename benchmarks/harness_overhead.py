@@ -59,15 +59,18 @@ def main() -> None:
             bare.append(bare_loop(session.sess, feed, session.output_name, args.iters))
     h, b = np.concatenate(harness) * 1e3, np.concatenate(bare) * 1e3
     ratio = float(np.median(h) / np.median(b))
-    write_result(args.out, {
-        "benchmark": "harness_overhead",
-        "model": f"{args.model} {args.image_size}px batch 1, ONNX Runtime CPU",
-        "harness_p50_ms": float(np.median(h)),
-        "bare_p50_ms": float(np.median(b)),
-        "ratio": ratio,
-        "within_5pct": abs(ratio - 1) <= 0.05,
-        "samples_each": int(len(h)),
-    })
+    write_result(
+        args.out,
+        {
+            "benchmark": "harness_overhead",
+            "model": f"{args.model} {args.image_size}px batch 1, ONNX Runtime CPU",
+            "harness_p50_ms": float(np.median(h)),
+            "bare_p50_ms": float(np.median(b)),
+            "ratio": ratio,
+            "within_5pct": abs(ratio - 1) <= 0.05,
+            "samples_each": int(len(h)),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -54,20 +54,47 @@ def main() -> None:
 
     def record(name: str, module, t0: float, epochs: int, **extra) -> None:
         acc = evaluate(module, data.val, data.task)["accuracy"]
-        row = {"method": name, "accuracy": round(acc, 4), "macs_ratio": round(count_macs(module, shape) / macs0, 3),
-               "params_ratio": round(count_params(module) / params0, 3), "epochs": epochs,
-               "seconds": round(time.perf_counter() - t0, 1), **extra}
+        row = {
+            "method": name,
+            "accuracy": round(acc, 4),
+            "macs_ratio": round(count_macs(module, shape) / macs0, 3),
+            "params_ratio": round(count_params(module) / params0, 3),
+            "epochs": epochs,
+            "seconds": round(time.perf_counter() - t0, 1),
+            **extra,
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
 
     runs = [
-        ("channel", {"target_macs": args.target_macs, "importance": "l2", "finetune_epochs": args.epochs,
-                     "finetune": ft}, args.epochs),
-        ("channel_taylor_global", {"target_macs": args.target_macs, "importance": "taylor", "allocation": "global",
-                                   "finetune_epochs": args.epochs, "finetune": ft}, args.epochs),
+        (
+            "channel",
+            {"target_macs": args.target_macs, "importance": "l2", "finetune_epochs": args.epochs, "finetune": ft},
+            args.epochs,
+        ),
+        (
+            "channel_taylor_global",
+            {
+                "target_macs": args.target_macs,
+                "importance": "taylor",
+                "allocation": "global",
+                "finetune_epochs": args.epochs,
+                "finetune": ft,
+            },
+            args.epochs,
+        ),
         ("continuous", {"target_macs": args.target_macs, "train": ft}, args.epochs),
-        ("search", {"target_macs": args.target_macs, "samples": args.samples, "sample_epochs": 1,
-                    "final_epochs": args.epochs - 1, "finetune": ft}, args.samples + args.epochs - 1),
+        (
+            "search",
+            {
+                "target_macs": args.target_macs,
+                "samples": args.samples,
+                "sample_epochs": 1,
+                "final_epochs": args.epochs - 1,
+                "finetune": ft,
+            },
+            args.samples + args.epochs - 1,
+        ),
     ]
     for label, params, epochs in runs:
         name = label.split("_")[0]
@@ -84,9 +111,13 @@ def main() -> None:
         for _ in range(10):
             mid = (lo + hi) / 2
             m = copy.deepcopy(dense.module)
-            pruner = tp.pruner.MagnitudePruner(m, torch.randn(1, *shape),
-                                               importance=tp.importance.MagnitudeImportance(p=2),
-                                               pruning_ratio=mid, ignored_layers=[m.fc])
+            pruner = tp.pruner.MagnitudePruner(
+                m,
+                torch.randn(1, *shape),
+                importance=tp.importance.MagnitudeImportance(p=2),
+                pruning_ratio=mid,
+                ignored_layers=[m.fc],
+            )
             pruner.step()
             if count_macs(m, shape) / macs0 <= args.target_macs:
                 hi, best = mid, m
@@ -97,9 +128,15 @@ def main() -> None:
     except ImportError:
         rows.append({"method": "torch_pruning_magnitude", "error": "torch-pruning not installed"})
 
-    result = {"benchmark": "prune_accuracy", "data": f"digits {args.image_size}px (1438 train / 359 val)",
-              "model": "builtin:resnet_tiny", "target_macs": args.target_macs, "finetune_epochs": args.epochs,
-              "rows": rows, "environment": environment()}
+    result = {
+        "benchmark": "prune_accuracy",
+        "data": f"digits {args.image_size}px (1438 train / 359 val)",
+        "model": "builtin:resnet_tiny",
+        "target_macs": args.target_macs,
+        "finetune_epochs": args.epochs,
+        "rows": rows,
+        "environment": environment(),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
 

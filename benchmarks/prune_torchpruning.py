@@ -23,8 +23,21 @@ import numpy as np
 import torch
 import torchvision
 
-MODELS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "regnet_y_400mf",
-          "densenet121", "convnext_tiny", "shufflenet_v2_x1_0", "squeezenet1_1", "vgg11_bn", "vit_b_16", "swin_t"]
+MODELS = [
+    "resnet18",
+    "resnet50",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "regnet_y_400mf",
+    "densenet121",
+    "convnext_tiny",
+    "shufflenet_v2_x1_0",
+    "squeezenet1_1",
+    "vgg11_bn",
+    "vit_b_16",
+    "swin_t",
+]
 
 
 # vgg's classifier pools to 7x7, which the TorchScript ONNX exporter only handles from an input of 224
@@ -98,8 +111,15 @@ def torch_pruning(module: torch.nn.Module, shape) -> torch.nn.Module:
     example = torch.randn(1, *shape)
     heads = {m: m.num_heads for m in module.modules() if isinstance(m, torch.nn.MultiheadAttention)}
     last = [m for m in module.modules() if isinstance(m, torch.nn.Linear)][-1:]
-    pruner = tp.pruner.MagnitudePruner(module, example, importance=tp.importance.MagnitudeImportance(p=2),
-                                       pruning_ratio=0.5, round_to=8, ignored_layers=last, num_heads=heads)
+    pruner = tp.pruner.MagnitudePruner(
+        module,
+        example,
+        importance=tp.importance.MagnitudeImportance(p=2),
+        pruning_ratio=0.5,
+        round_to=8,
+        ignored_layers=last,
+        num_heads=heads,
+    )
     pruner.step()
     with torch.no_grad():
         y = module(example)
@@ -147,8 +167,13 @@ def main() -> None:
             rows.append({"model": name, "input": list(shape), "error": f"dense export: {str(e).splitlines()[0][:160]}"})
             continue
         sessions = {"dense": (sess0, feed0)}
-        row = {"model": name, "input": list(shape), "dense_macs": macs0, "dense_params": params0,
-               "dense_onnx_bytes": size0}
+        row = {
+            "model": name,
+            "input": list(shape),
+            "dense_macs": macs0,
+            "dense_params": params0,
+            "dense_onnx_bytes": size0,
+        }
         for tool, fn in (("compress", ours), ("torch_pruning", torch_pruning)):
             try:
                 t = time.perf_counter()
@@ -157,9 +182,13 @@ def main() -> None:
                 macs, params = figures(pruned, shape)
                 sess, feed, size = ort_session(pruned, shape, tmp, f"{name}_{tool}")
                 sessions[tool] = (sess, feed)
-                row[tool] = {"handled": True, "macs_ratio": round(macs / macs0, 3),
-                             "params_ratio": round(params / params0, 3), "onnx_ratio": round(size / size0, 3),
-                             "prune_s": round(elapsed, 2)}
+                row[tool] = {
+                    "handled": True,
+                    "macs_ratio": round(macs / macs0, 3),
+                    "params_ratio": round(params / params0, 3),
+                    "onnx_ratio": round(size / size0, 3),
+                    "prune_s": round(elapsed, 2),
+                }
             except Exception as e:  # a tool failing on a model is a result, not a crash of the benchmark
                 msg = str(e).splitlines()[0][:160] if str(e) else ""
                 row[tool] = {"handled": False, "error": f"{type(e).__name__}: {msg}"}
@@ -171,11 +200,17 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     result = {
-        "benchmark": "prune_torchpruning", "input": [3, args.size, args.size], "batch": 1, "ratio": 0.5, "round_to": 8,
+        "benchmark": "prune_torchpruning",
+        "input": [3, args.size, args.size],
+        "batch": 1,
+        "ratio": 0.5,
+        "round_to": 8,
         "importance": "l2 magnitude (both tools)",
         "latency": f"ONNX Runtime CPU, 2 threads, minimum of {args.iters} interleaved rounds",
         "note": "shared 2-core machine: latency ratios are noisy (+-10%)",
-        "rows": rows, "resnet50_224": resnet50_timing(), "environment": environment(),
+        "rows": rows,
+        "resnet50_224": resnet50_timing(),
+        "environment": environment(),
     }
     try:
         import importlib.metadata as md

@@ -33,18 +33,28 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     data = load_data(DataConfig(name="digits", image_size=16, channels=1))
     torch.manual_seed(0)
-    model = load_model("builtin:simple_cnn", num_classes=10, in_channels=1, input_shape=data.input_shape,
-                       kwargs={"width": 0.5})
+    model = load_model(
+        "builtin:simple_cnn", num_classes=10, in_channels=1, input_shape=data.input_shape, kwargs={"width": 0.5}
+    )
     train(model.module, data, TrainConfig(epochs=4, batch_size=64, device="cpu"), show_progress=False)
     rows = [{"variant": "float", "accuracy": evaluate(model.module, data.val, data.task)["accuracy"]}]
     for init in ("model", "scratch"):
         for tb in ("all", "msb:3"):
             r = get_method("quantize", "bitwise").fn(
-                model, BitwiseConfig(bits=6, train_bits=tb, init=init, epochs=args.epochs),
-                Context(data=data, workdir=tmp / f"{init}{tb}"))
-            rows.append({"variant": f"bitwise6 init={init} train_bits={tb}", "accuracy": r.metrics["accuracy"],
-                         "sparsity": r.metrics["sparsity"], "initial_sparsity": r.metrics["initial_sparsity"],
-                         "onnx_bytes": r.metrics["size_bytes"], "onnx_max_abs_diff": r.metrics["onnx_max_abs_diff"]})
+                model,
+                BitwiseConfig(bits=6, train_bits=tb, init=init, epochs=args.epochs),
+                Context(data=data, workdir=tmp / f"{init}{tb}"),
+            )
+            rows.append(
+                {
+                    "variant": f"bitwise6 init={init} train_bits={tb}",
+                    "accuracy": r.metrics["accuracy"],
+                    "sparsity": r.metrics["sparsity"],
+                    "initial_sparsity": r.metrics["initial_sparsity"],
+                    "onnx_bytes": r.metrics["size_bytes"],
+                    "onnx_max_abs_diff": r.metrics["onnx_max_abs_diff"],
+                }
+            )
             print(rows[-1], flush=True)
     result = {"rows": rows, "epochs": args.epochs, "environment": environment()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -38,13 +38,22 @@ def main() -> None:
     train(model.module, data, TrainConfig(epochs=4, batch_size=64, device="cpu"), show_progress=False)
     rows = [{"method": "float", "bits": 32, "accuracy": evaluate(model.module, data.val, data.task)["accuracy"]}]
     for bits in (2, 3, 4):
-        for name, cfg in (("kmeans", KMeansConfig(bits=bits)),
-                          ("jlcm", CodebookConfig(bits=bits, groups=4, steps=args.steps))):
+        for name, cfg in (
+            ("kmeans", KMeansConfig(bits=bits)),
+            ("jlcm", CodebookConfig(bits=bits, groups=4, steps=args.steps)),
+        ):
             method = "kmeans" if name == "kmeans" else "codebook"
             r = get_method("quantize", method).fn(model, cfg, Context(data=data, workdir=tmp / f"{name}{bits}"))
-            rows.append({"method": name, "bits": bits, "accuracy": r.metrics["accuracy"],
-                         "bits_per_weight": r.metrics["bits_per_weight"], "checkpoint_bytes": r.metrics["size_bytes"],
-                         "onnx_bytes": r.metrics["onnx_bytes"]})
+            rows.append(
+                {
+                    "method": name,
+                    "bits": bits,
+                    "accuracy": r.metrics["accuracy"],
+                    "bits_per_weight": r.metrics["bits_per_weight"],
+                    "checkpoint_bytes": r.metrics["size_bytes"],
+                    "onnx_bytes": r.metrics["onnx_bytes"],
+                }
+            )
             print(rows[-1], flush=True)
     # uniform INT4, symmetric per output channel (fake-quantized weights; size = 4 bits + fp32 scale per channel)
     q = model.copy()
@@ -57,8 +66,14 @@ def main() -> None:
             m.weight.copy_((w / s.reshape(shape)).round().clamp(-8, 7) * s.reshape(shape))
             n += w.numel()
             extra += 32 * w.shape[0]
-    rows.append({"method": "uniform_int4_per_channel", "bits": 4,
-                 "accuracy": evaluate(q.module, data.val, data.task)["accuracy"], "bits_per_weight": 4 + extra / n})
+    rows.append(
+        {
+            "method": "uniform_int4_per_channel",
+            "bits": 4,
+            "accuracy": evaluate(q.module, data.val, data.task)["accuracy"],
+            "bits_per_weight": 4 + extra / n,
+        }
+    )
     result = {"rows": rows, "environment": environment()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, default=str))

@@ -52,8 +52,15 @@ def main() -> None:
             def get_next(self):
                 return next(self.it, None)
 
-        quantize_static(str(folded), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        quantize_static(
+            str(folded),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+        )
 
     # 1) accuracy + latency on digits, resnet_tiny at 32px
     data = load_data(DataConfig(name="digits", image_size=32, channels=3, calib_size=300))
@@ -64,15 +71,24 @@ def main() -> None:
     calib = calibration_batches(data, 300, 32)
     for route in ("onnx", "torch"):
         r = fn(model, Int8Config(route=route, calib_size=300), Context(data=data, workdir=tmp / route))
-        rows[f"ours_{route}"] = {"accuracy": r.metrics["accuracy"], "size_bytes": r.metrics["size_bytes"],
-                                 "p50_ms": latency(r.onnx, data)}
-        rows["float"] = {"accuracy": r.metrics["float_accuracy"], "size_bytes": r.metrics["float_size_bytes"],
-                         "p50_ms": latency(r.files["float_onnx"], data)}
+        rows[f"ours_{route}"] = {
+            "accuracy": r.metrics["accuracy"],
+            "size_bytes": r.metrics["size_bytes"],
+            "p50_ms": latency(r.onnx, data),
+        }
+        rows["float"] = {
+            "accuracy": r.metrics["float_accuracy"],
+            "size_bytes": r.metrics["float_size_bytes"],
+            "p50_ms": latency(r.files["float_onnx"], data),
+        }
         float_path = r.files["float_onnx"]
     ort_path = tmp / "ort_static.onnx"
     ort_static(float_path, ort_path, calib)
-    rows["ort_quantize_static"] = {"accuracy": ort_metrics(ort_path, data)["accuracy"],
-                                   "size_bytes": ort_path.stat().st_size, "p50_ms": latency(ort_path, data)}
+    rows["ort_quantize_static"] = {
+        "accuracy": ort_metrics(ort_path, data)["accuracy"],
+        "size_bytes": ort_path.stat().st_size,
+        "p50_ms": latency(ort_path, data),
+    }
     # 2) resnet18 224px latency (random weights; int8 speed does not depend on them)
     syn = load_data(DataConfig(name="synthetic:3x224x224", image_size=224, calib_size=16, limit=32))
     r18 = load_model("torchvision:resnet18", num_classes=10, input_shape=(3, 224, 224))
@@ -83,10 +99,14 @@ def main() -> None:
     for _ in range(2):  # interleaved
         for name, p in (("float", r.files["float_onnx"]), ("ours_onnx", r.onnx), ("ort_quantize_static", ort18)):
             r18_rows.setdefault(name, []).append(latency(p))
-    result = {"digits_resnet_tiny_32px": rows,
-              "resnet18_224px_p50_ms": {k: min(v) for k, v in r18_rows.items()},
-              "resnet18_speedup_ours": min(r18_rows["float"]) / min(r18_rows["ours_onnx"]),
-              "ort_version": ort.__version__, "environment": environment(), "np": np.__version__}
+    result = {
+        "digits_resnet_tiny_32px": rows,
+        "resnet18_224px_p50_ms": {k: min(v) for k, v in r18_rows.items()},
+        "resnet18_speedup_ours": min(r18_rows["float"]) / min(r18_rows["ours_onnx"]),
+        "ort_version": ort.__version__,
+        "environment": environment(),
+        "np": np.__version__,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps({k: v for k, v in result.items() if k != "environment"}, indent=2, default=str))

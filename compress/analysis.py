@@ -64,9 +64,11 @@ def layer_table(module: nn.Module, input_shape: tuple[int, ...]) -> list[dict[st
     hooks = []
     for name, m in module.named_modules():
         if name and not list(m.children()):
+
             def hook(_m, _i, out, name=name):
                 if isinstance(out, torch.Tensor):
                     shapes[name] = list(out.shape[1:])
+
             hooks.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -78,13 +80,15 @@ def layer_table(module: nn.Module, input_shape: tuple[int, ...]) -> list[dict[st
     for name, m in module.named_modules():
         if not name or list(m.children()):
             continue
-        rows.append({
-            "name": name,
-            "type": type(m).__name__,
-            "output": shapes.get(name),
-            "params": sum(p.numel() for p in m.parameters(recurse=False)),
-            "macs": macs.get(f"{root}.{name}", 0),
-        })
+        rows.append(
+            {
+                "name": name,
+                "type": type(m).__name__,
+                "output": shapes.get(name),
+                "params": sum(p.numel() for p in m.parameters(recurse=False)),
+                "macs": macs.get(f"{root}.{name}", 0),
+            }
+        )
     return rows
 
 
@@ -111,7 +115,9 @@ def onnx_summary(path: str | Path) -> dict[str, Any]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # DecodeError and friends
-        raise BackendError(f"{path}: not a readable ONNX file ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
+        raise BackendError(
+            f"{path}: not a readable ONNX file ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})"
+        ) from None
     params = 0
     dtypes: collections.Counter[str] = collections.Counter()
     for init in model.graph.initializer:
@@ -122,8 +128,12 @@ def onnx_summary(path: str | Path) -> dict[str, Any]:
         dtypes[onnx.TensorProto.DataType.Name(init.data_type)] += n
     ops = collections.Counter(node.op_type for node in model.graph.node)
     inputs = [
-        {"name": i.name, "shape": [d.dim_value if d.HasField("dim_value") else d.dim_param or None
-                                   for d in i.type.tensor_type.shape.dim]}
+        {
+            "name": i.name,
+            "shape": [
+                d.dim_value if d.HasField("dim_value") else d.dim_param or None for d in i.type.tensor_type.shape.dim
+            ],
+        }
         for i in model.graph.input
         if i.name not in {x.name for x in model.graph.initializer}
     ]

@@ -20,15 +20,28 @@ from compress.errors import CompressError, DataError
 from compress.runs import RunDir
 
 
-def load_input(spec: str, data: Any = None, *, kwargs: dict | None = None, trust_code: bool = False,
-               num_classes: int | None = None, input_shape: tuple[int, ...] | None = None):
+def load_input(
+    spec: str,
+    data: Any = None,
+    *,
+    kwargs: dict | None = None,
+    trust_code: bool = False,
+    num_classes: int | None = None,
+    input_shape: tuple[int, ...] | None = None,
+):
     """Load a model spec, building fresh architectures to fit the data."""
     from compress.models.sources import load_model
 
     if data is not None:
         nc = num_classes if num_classes is not None else (data.num_classes or None)
-        model = load_model(spec, num_classes=nc, in_channels=data.input_shape[0],
-                           input_shape=tuple(data.input_shape), kwargs=kwargs, trust_code=trust_code)
+        model = load_model(
+            spec,
+            num_classes=nc,
+            in_channels=data.input_shape[0],
+            input_shape=tuple(data.input_shape),
+            kwargs=kwargs,
+            trust_code=trust_code,
+        )
         if model.input_shape and tuple(model.input_shape) != tuple(data.input_shape):
             raise DataError(
                 f"{spec} takes inputs of shape {list(model.input_shape)} but the data gives {list(data.input_shape)}; "
@@ -55,8 +68,9 @@ def run_technique(technique: str, config: Any, model, *, data=None, teacher=None
     raise CompressError(f"unknown technique '{technique}'")
 
 
-def write_variant(run: RunDir, result, *, data=None, export_config=None, bench_config=None,
-                  export: bool = True) -> dict[str, Any]:
+def write_variant(
+    run: RunDir, result, *, data=None, export_config=None, bench_config=None, export: bool = True
+) -> dict[str, Any]:
     """Save a technique's result into `run`: checkpoint, ONNX (exported or the method's own),
     static figures, and (with `bench_config`) latency and metrics measured through the backend."""
     from compress.analysis import count_macs, count_params, onnx_summary
@@ -112,8 +126,15 @@ def _plain_ok(v: Any) -> bool:
     return isinstance(v, (int, float, str, bool, list, dict)) or v is None
 
 
-def run_recipe(recipe, out: str | Path, *, force: bool = False, resume: bool = False,
-               trust_code: bool = False, recipe_path: str | None = None) -> Path:
+def run_recipe(
+    recipe,
+    out: str | Path,
+    *,
+    force: bool = False,
+    resume: bool = False,
+    trust_code: bool = False,
+    recipe_path: str | None = None,
+) -> Path:
     """Run every step of `recipe` into run directory `out`, then write its report."""
     from compress.data import load_data
     from compress.models.sources import load_model
@@ -165,10 +186,15 @@ def run_recipe(recipe, out: str | Path, *, force: bool = False, resume: bool = F
 
             config = from_dict(get_method(step.technique, step.method).config, step.params)
         vrun.set_config({"step": to_dict(step), "params": to_dict(config), "data": to_dict(data.config)})
-        result = run_technique(step.technique, config, model, data=data, teacher=teacher,
-                               workdir=vrun.work / "work")
-        write_variant(vrun, result, data=data, export_config=recipe.export,
-                      bench_config=recipe.bench if step.variant else None, export=step.variant)
+        result = run_technique(step.technique, config, model, data=data, teacher=teacher, workdir=vrun.work / "work")
+        write_variant(
+            vrun,
+            result,
+            data=data,
+            export_config=recipe.export,
+            bench_config=recipe.bench if step.variant else None,
+            export=step.variant,
+        )
         vrun.manifest["metrics"]["wall_s"] = round(time.perf_counter() - started, 2)
         vrun.manifest["variant"] = step.variant
         shutil.rmtree(vrun.work / "work", ignore_errors=True)

@@ -67,8 +67,8 @@ class StepConfig:
 @dataclass
 class ReportConfig:
     """Attributes:
-        baseline: the variant speedups and deltas are relative to (default: the first).
-        title: report heading.
+    baseline: the variant speedups and deltas are relative to (default: the first).
+    title: report heading.
     """
 
     baseline: str | None = None
@@ -129,7 +129,9 @@ def parse_recipe(raw: Any, *, where: str = "recipe") -> Recipe:
         if not step.name.replace("_", "").replace("-", "").isalnum():
             raise RecipeError(f"{at}.name: '{step.name}' must be letters, digits, '-' or '_'")
         if step.technique not in TECHNIQUES:
-            raise RecipeError(f"{at}.technique: unknown technique '{step.technique}'; available: {', '.join(TECHNIQUES)}")
+            raise RecipeError(
+                f"{at}.technique: unknown technique '{step.technique}'; available: {', '.join(TECHNIQUES)}"
+            )
         method_name = step.method or DEFAULT_METHOD.get(step.technique)
         if method_name is None:
             raise RecipeError(f"{at}.method: missing (technique '{step.technique}' has no default)")

@@ -17,5 +17,10 @@ def digits_small():
 def tiny_model(digits_small):
     from compress.models.sources import load_model
 
-    return load_model("builtin:simple_cnn", num_classes=10, in_channels=3, input_shape=digits_small.input_shape,
-                      kwargs={"width": 0.25})
+    return load_model(
+        "builtin:simple_cnn",
+        num_classes=10,
+        in_channels=3,
+        input_shape=digits_small.input_shape,
+        kwargs={"width": 0.25},
+    )

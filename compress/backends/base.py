@@ -38,14 +38,10 @@ class Session:
 
     def validate(self, x: np.ndarray) -> None:
         if x.ndim != len(self.input_shape):
-            raise BackendError(
-                f"input has shape {tuple(x.shape)} but the model expects {_fmt(self.input_shape)}"
-            )
+            raise BackendError(f"input has shape {tuple(x.shape)} but the model expects {_fmt(self.input_shape)}")
         for have, want in zip(x.shape, self.input_shape, strict=False):
             if isinstance(want, int) and want > 0 and have != want:
-                raise BackendError(
-                    f"input has shape {tuple(x.shape)} but the model expects {_fmt(self.input_shape)}"
-                )
+                raise BackendError(f"input has shape {tuple(x.shape)} but the model expects {_fmt(self.input_shape)}")
 
     def runner(self, x: np.ndarray):
         """A zero-argument callable running `x` with no per-call overhead (for timing loops)."""

@@ -16,8 +16,15 @@ from compress.backends.base import Backend, BackendOptions, Session
 from compress.env import physical_cores
 from compress.errors import BackendError
 
-_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-           "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+}
 
 
 class OrtSession(Session):
@@ -64,9 +71,15 @@ class OrtSession(Session):
     def info(self) -> dict[str, Any]:
         import onnxruntime as ort
 
-        return {"backend": "onnxruntime", "version": ort.__version__, "providers": self.providers,
-                "intra_op_threads": self.threads, "inter_op_threads": 1, "execution": "sequential",
-                "graph_optimization": "ORT_ENABLE_ALL"}
+        return {
+            "backend": "onnxruntime",
+            "version": ort.__version__,
+            "providers": self.providers,
+            "intra_op_threads": self.threads,
+            "inter_op_threads": 1,
+            "execution": "sequential",
+            "graph_optimization": "ORT_ENABLE_ALL",
+        }
 
 
 class OrtBackend(Backend):

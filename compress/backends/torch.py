@@ -35,8 +35,12 @@ class TorchSession(Session):
     def info(self) -> dict[str, Any]:
         import torch
 
-        return {"backend": "torch", "version": torch.__version__, "device": str(self.device),
-                "intra_op_threads": self.threads}
+        return {
+            "backend": "torch",
+            "version": torch.__version__,
+            "device": str(self.device),
+            "intra_op_threads": self.threads,
+        }
 
 
 class TorchBackend(Backend):

@@ -242,9 +242,7 @@ def run_check(
     )
 
 
-def measure_ab(
-    base_session, cand_session, sample_shape: tuple[int, ...], config: CheckConfig
-) -> LatencyVerdict:
+def measure_ab(base_session, cand_session, sample_shape: tuple[int, ...], config: CheckConfig) -> LatencyVerdict:
     """Time two sessions alternately in rounds on the same seeded input and decide on the slowdown."""
     from compress.bench.latency import LatencyConfig, measure
 
@@ -306,12 +304,8 @@ def static_gates(
             )
         )
     else:
-        gates.append(
-            _increase_gate("macs", macs["b"]["macs"], macs["c"]["macs"], config.max_macs_increase, "")
-        )
-    gates.append(
-        _increase_gate("size", sums["b"]["bytes"], sums["c"]["bytes"], config.max_size_increase, "bytes")
-    )
+        gates.append(_increase_gate("macs", macs["b"]["macs"], macs["c"]["macs"], config.max_macs_increase, ""))
+    gates.append(_increase_gate("size", sums["b"]["bytes"], sums["c"]["bytes"], config.max_size_increase, "bytes"))
     if config.expect_int8:
         q = {k: quantized_layers(m) for k, m in models.items()}
         gate = _keep_gate(
@@ -379,13 +373,9 @@ def _accuracy_gate(sessions: dict[str, Any], data: Any, config: CheckConfig) -> 
     from compress.tasks import get_task
 
     if data is None:
-        return Gate(
-            "accuracy", SKIPPED, "no evaluation data given (--data)", threshold=config.max_accuracy_drop
-        )
+        return Gate("accuracy", SKIPPED, "no evaluation data given (--data)", threshold=config.max_accuracy_drop)
     task = get_task(data.task)
-    metrics = {
-        role: evaluate_session(s, data.val, data.task, config.eval_batch_size) for role, s in sessions.items()
-    }
+    metrics = {role: evaluate_session(s, data.val, data.task, config.eval_batch_size) for role, s in sessions.items()}
     return metric_gate(
         task.primary,
         metrics["baseline"],
@@ -490,9 +480,7 @@ def bench_latency(result: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def compare_bench_json(
-    baseline: str | Path, candidate: str | Path, config: CheckConfig | None = None
-) -> CheckResult:
+def compare_bench_json(baseline: str | Path, candidate: str | Path, config: CheckConfig | None = None) -> CheckResult:
     """Compare two saved bench results; refuses unless both come from the same machine fingerprint."""
     return compare_bench_results(
         load_bench_json(baseline), load_bench_json(candidate), config, names=(str(baseline), str(candidate))
@@ -553,9 +541,7 @@ def compare_bench_results(
                 "ms",
             )
         )
-    metrics = {
-        role: r.get("metrics") or (r.get("bench") or {}).get("metrics") or {} for role, r in results.items()
-    }
+    metrics = {role: r.get("metrics") or (r.get("bench") or {}).get("metrics") or {} for role, r in results.items()}
     primary = next((k for k in ("accuracy", "psnr") if k in metrics["baseline"]), "accuracy")
     gates.append(metric_gate(primary, metrics["baseline"], metrics["candidate"], config.max_accuracy_drop))
     for name, key, limit, unit in (
@@ -603,8 +589,6 @@ def config_from_options(options: dict[str, Any]) -> CheckConfig:
     from compress.config import from_dict
 
     try:
-        return from_dict(
-            CheckConfig, {k: v for k, v in options.items() if v is not None}, where="check options"
-        )
+        return from_dict(CheckConfig, {k: v for k, v in options.items() if v is not None}, where="check options")
     except ValueError as e:
         raise RecipeError(f"check options: {e}") from None

@@ -55,9 +55,7 @@ def connect(db: str | Path) -> sqlite3.Connection:
             conn.commit()
         elif int(row[0]) != SCHEMA_VERSION:
             conn.close()
-            raise CompressError(
-                f"{db}: history schema version {row[0]}, this compress reads {SCHEMA_VERSION}"
-            )
+            raise CompressError(f"{db}: history schema version {row[0]}, this compress reads {SCHEMA_VERSION}")
     except sqlite3.DatabaseError as e:
         raise CompressError(f"{db}: not a history database ({e})") from None
     return conn
@@ -66,9 +64,7 @@ def connect(db: str | Path) -> sqlite3.Connection:
 def git_commit(cwd: str | Path | None = None) -> str | None:
     """The current git commit of `cwd`, or None outside a repository or without git."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
-        )
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -171,11 +167,7 @@ def query(
     if commit:
         where.append("git_commit LIKE ?")
         args.append(commit + "%")
-    sql = (
-        "SELECT * FROM results"
-        + (" WHERE " + " AND ".join(where) if where else "")
-        + " ORDER BY timestamp, id"
-    )
+    sql = "SELECT * FROM results" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY timestamp, id"
     with closing(connect(db)) as conn:
         rows = [_row(r) for r in conn.execute(sql, args)]
     return rows[-limit:] if limit else rows
@@ -222,9 +214,7 @@ def compare(db: str | Path, baseline_id: int, candidate_id: int, config: Any = N
     from compress.check.gate import compare_bench_results
 
     a, b = get(db, baseline_id), get(db, candidate_id)
-    return compare_bench_results(
-        a["result"], b["result"], config, names=(f"#{baseline_id}", f"#{candidate_id}")
-    )
+    return compare_bench_results(a["result"], b["result"], config, names=(f"#{baseline_id}", f"#{candidate_id}"))
 
 
 def plot(rows: list[dict[str, Any]], path: str | Path, figure: str = "p50_ms") -> Path:

@@ -186,8 +186,7 @@ def compare_rounds(
         why = (
             f"CI [{lo:.3f}, {hi:.3f}] straddles the limit {limit:.3f}"
             if lo <= limit
-            else f"CI [{lo:.3f}, {hi:.3f}] is above the limit but the {test} test is not significant "
-            f"(p={p:.3g})"
+            else f"CI [{lo:.3f}, {hi:.3f}] is above the limit but the {test} test is not significant (p={p:.3g})"
         )
         reason = f"slowdown {slowdown:.3f}; {why} (round-to-round noise {noise:.1%})"
         advice = (

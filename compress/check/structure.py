@@ -78,9 +78,7 @@ def onnx_macs(model: Any, input_shape: list[int] | tuple[int, ...] | None = None
                     batch = d.dim_value
                 else:
                     d.dim_value = 1
-            elif (
-                not (d.HasField("dim_value") and d.dim_value > 0) and input_shape and k - 1 < len(input_shape)
-            ):
+            elif not (d.HasField("dim_value") and d.dim_value > 0) and input_shape and k - 1 < len(input_shape):
                 d.dim_value = int(input_shape[k - 1])
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
@@ -112,9 +110,7 @@ def _shapes(model) -> dict[str, list[int | None]]:
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         t = vi.type.tensor_type
         if t.HasField("shape"):
-            out[vi.name] = [
-                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim
-            ]
+            out[vi.name] = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim]
     for init in g.initializer:
         out[init.name] = list(init.dims)
     for node in g.node:
@@ -222,9 +218,7 @@ def weight_layers(model: Any) -> list[dict[str, Any]]:
             for perm in reversed(transposes):
                 array = np.transpose(array, perm) if perm else array.T
         act_src = producer.get(node.input[0])
-        act_int8 = node.op_type in _INTEGER_OPS or (
-            act_src is not None and act_src.op_type == "DequantizeLinear"
-        )
+        act_int8 = node.op_type in _INTEGER_OPS or (act_src is not None and act_src.op_type == "DequantizeLinear")
         trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
         layers.append(
             {

@@ -49,11 +49,23 @@ def bench(
     bundle = None
     if data is not None:
         bundle = load_data(data_config(data, task=task, image_size=image_size, channels=channels, limit=limit))
-    cfg = BenchConfig(backend=backend, device=device, threads=threads, batch_size=batch_size,
-                      latency=LatencyConfig(min_iters=min_iters, min_time_s=min_time, warmup_s=warmup))
+    cfg = BenchConfig(
+        backend=backend,
+        device=device,
+        threads=threads,
+        batch_size=batch_size,
+        latency=LatencyConfig(min_iters=min_iters, min_time_s=min_time, warmup_s=warmup),
+    )
     result = run_bench(path, cfg, data=bundle)
-    result.update({"model": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size,
-                   "data": data, "environment": environment()})
+    result.update(
+        {
+            "model": str(path),
+            "sha256": sha256_file(path),
+            "bytes": path.stat().st_size,
+            "data": data,
+            "environment": environment(),
+        }
+    )
     if role == "onnx":
         from compress.analysis import onnx_summary
 

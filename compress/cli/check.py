@@ -18,44 +18,24 @@ _STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "skippe
 
 @handle_errors
 def check(
-    baseline: str | None = typer.Option(
-        None, "--baseline", "-a", help="Baseline .onnx file or run directory."
-    ),
-    candidate: str | None = typer.Option(
-        None, "--candidate", "-b", help="Candidate .onnx file or run directory."
-    ),
-    baseline_json: Path | None = typer.Option(
-        None, "--baseline-json", help="Saved `compress bench --json` result."
-    ),
-    candidate_json: Path | None = typer.Option(
-        None, "--candidate-json", help="Saved result to compare with it."
-    ),
+    baseline: str | None = typer.Option(None, "--baseline", "-a", help="Baseline .onnx file or run directory."),
+    candidate: str | None = typer.Option(None, "--candidate", "-b", help="Candidate .onnx file or run directory."),
+    baseline_json: Path | None = typer.Option(None, "--baseline-json", help="Saved `compress bench --json` result."),
+    candidate_json: Path | None = typer.Option(None, "--candidate-json", help="Saved result to compare with it."),
     data: str | None = opt.DataOptional,
-    max_slowdown: str = typer.Option(
-        "10%", "--max-slowdown", help="Allowed slowdown ('10%' or 0.1); 'off' to skip."
-    ),
+    max_slowdown: str = typer.Option("10%", "--max-slowdown", help="Allowed slowdown ('10%' or 0.1); 'off' to skip."),
     max_accuracy_drop: str = typer.Option(
         "0.5", "--max-accuracy-drop", help="Allowed drop in accuracy points (PSNR: dB); 'off' to skip."
     ),
-    max_params_increase: str = typer.Option(
-        "10%", "--max-params-increase", help="Allowed parameter increase; 'off'."
-    ),
+    max_params_increase: str = typer.Option("10%", "--max-params-increase", help="Allowed parameter increase; 'off'."),
     max_macs_increase: str = typer.Option("10%", "--max-macs-increase", help="Allowed MACs increase; 'off'."),
-    max_size_increase: str = typer.Option(
-        "10%", "--max-size-increase", help="Allowed file-size increase; 'off'."
-    ),
-    expect_int8: bool = typer.Option(
-        False, "--expect-int8", help="The candidate must keep its INT8 (Q/DQ) layers."
-    ),
-    expect_sparsity: str | None = typer.Option(
-        None, "--expect-sparsity", help="N:M pattern to keep, e.g. 2:4."
-    ),
+    max_size_increase: str = typer.Option("10%", "--max-size-increase", help="Allowed file-size increase; 'off'."),
+    expect_int8: bool = typer.Option(False, "--expect-int8", help="The candidate must keep its INT8 (Q/DQ) layers."),
+    expect_sparsity: str | None = typer.Option(None, "--expect-sparsity", help="N:M pattern to keep, e.g. 2:4."),
     rounds: int = typer.Option(20, "--rounds", help="Interleaved A/B rounds (more: narrower interval)."),
     iters: int = typer.Option(20, "--iters", help="Timed calls per model per round."),
     confidence: float = typer.Option(0.95, "--confidence", help="Confidence level of the slowdown interval."),
-    unpaired: bool = typer.Option(
-        False, "--unpaired", help="Decide on the ratio of medians (Mann-Whitney U)."
-    ),
+    unpaired: bool = typer.Option(False, "--unpaired", help="Decide on the ratio of medians (Mann-Whitney U)."),
     backend: str = typer.Option("onnxruntime", "--backend", help="Runtime backend."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(0, "--threads", help="Intra-op threads (0: physical cores)."),
@@ -116,9 +96,7 @@ def check(
         if data is not None:
             from compress.data import load_data
 
-            bundle = load_data(
-                data_config(data, task=task, image_size=image_size, channels=channels, limit=limit)
-            )
+            bundle = load_data(data_config(data, task=task, image_size=image_size, channels=channels, limit=limit))
         result = run_check(paths[0], paths[1], cfg, data=bundle)
     console().print(_table(result))
     for path in write_outputs(result, json_path=json_out, junit=junit, summary=summary):

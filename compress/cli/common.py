@@ -66,14 +66,26 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 
 
 def data_config(
-    name: str, *, task: str | None = None, image_size: int | None = None, channels: int | None = None,
-    limit: int | None = None, calib_size: int | None = None, seed: int | None = None,
+    name: str,
+    *,
+    task: str | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    limit: int | None = None,
+    calib_size: int | None = None,
+    seed: int | None = None,
 ):
     from compress.config import from_dict
 
     raw: dict[str, Any] = {"name": name}
-    for key, value in (("task", task), ("image_size", image_size), ("channels", channels), ("limit", limit),
-                       ("calib_size", calib_size), ("seed", seed)):
+    for key, value in (
+        ("task", task),
+        ("image_size", image_size),
+        ("channels", channels),
+        ("limit", limit),
+        ("calib_size", calib_size),
+        ("seed", seed),
+    ):
         if value is not None:
             raw[key] = value
     from compress.data import DataConfig

@@ -56,8 +56,13 @@ def distill(
     spec = get_method("distill", method)
     params = load_yaml_params(config)
     train_params = dict(params.get("train") or {})
-    for key, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size), ("optimizer", optimizer),
-                       ("seed", seed)):
+    for key, value in (
+        ("epochs", epochs),
+        ("lr", lr),
+        ("batch_size", batch_size),
+        ("optimizer", optimizer),
+        ("seed", seed),
+    ):
         if value is not None:
             train_params[key] = value
     if train_params:
@@ -91,8 +96,7 @@ def distill(
     workdir = out.with_name(out.name + ".partial") / "work"
     if world > 1:
         _wait_for_rank0(method_config)
-    result = run_technique("distill", method_config, student_model, data=bundle, teacher=teacher_model,
-                           workdir=workdir)
+    result = run_technique("distill", method_config, student_model, data=bundle, teacher=teacher_model, workdir=workdir)
     if run is None:
         return
     write_variant(run, result, data=bundle, export=False)

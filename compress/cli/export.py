@@ -44,8 +44,11 @@ def export(
     if out.exists() and not force:
         raise CompressError(f"{out} exists; pass --force to replace it")
     net = load_model(model, num_classes=num_classes, input_shape=parse_shape(input_shape), trust_code=trust_code)
-    cfg = from_dict(ExportConfig, {"opset": opset, "exporter": exporter, "dynamic_batch": not static_batch,
-                                   "atol": atol}, where="export options")
+    cfg = from_dict(
+        ExportConfig,
+        {"opset": opset, "exporter": exporter, "dynamic_batch": not static_batch, "atol": atol},
+        where="export options",
+    )
     report = export_onnx(net, out, cfg)
     run_dir = Path(model) if Path(model).is_dir() else None
     if run_dir is not None and out.resolve().parent == run_dir.resolve():
@@ -56,6 +59,7 @@ def export(
     p = report["parity"]
     console().print(
         f"[green]exported[/green] {out} ({report['exporter']}, opset {report['opset']}, {report['bytes']:,} bytes); "
-        f"parity max|Δ| {p['max_abs_diff']:.2e}" + (f", top-1 agreement {p['top1_agreement']:.3f}" if "top1_agreement" in p else "")
+        f"parity max|Δ| {p['max_abs_diff']:.2e}"
+        + (f", top-1 agreement {p['top1_agreement']:.3f}" if "top1_agreement" in p else "")
     )
     _ = json

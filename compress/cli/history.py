@@ -34,9 +34,7 @@ def add(
     from compress.check.history import add as add_result
 
     for path in results:
-        row = add_result(
-            db, load_bench_json(path), model=model, commit=commit, assume_this_machine=this_machine
-        )
+        row = add_result(db, load_bench_json(path), model=model, commit=commit, assume_this_machine=this_machine)
         typer.echo(f"added {path} as #{row} to {db}", err=True)
 
 

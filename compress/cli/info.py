@@ -20,7 +20,9 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     qdq: bool = typer.Option(False, "--qdq", help="ONNX: Q/DQ counts, dtypes, symmetry and validity for --target."),
     target: str = typer.Option("tensorrt", "--target", help="With --qdq: tensorrt or onnxruntime rules."),
-    prunable: bool = typer.Option(False, "--prunable", help="Pruning coverage: channel groups, what is kept whole and why."),
+    prunable: bool = typer.Option(
+        False, "--prunable", help="Pruning coverage: channel groups, what is kept whole and why."
+    ),
     trust_code: bool = opt.TrustCode,
 ) -> None:
     """Describe a model: params, MACs, size on disk, layers (or ONNX ops and initializers)."""
@@ -62,8 +64,14 @@ def info(
     net = load_model(model, num_classes=num_classes, input_shape=parse_shape(input_shape), trust_code=trust_code)
     shape = parse_shape(input_shape) or net.input_shape
     summary = model_summary(net.module, shape)
-    summary.update({"model": model, "source": net.arch, "task": net.task,
-                    "history": [f"{s['technique']}:{s['method']}" for s in net.history]})
+    summary.update(
+        {
+            "model": model,
+            "source": net.arch,
+            "task": net.task,
+            "history": [f"{s['technique']}:{s['method']}" for s in net.history],
+        }
+    )
     path = Path(model)
     if path.exists():
         file = resolve_model_path(model, "torch")
@@ -125,8 +133,14 @@ def _print_prunable(out, report: dict, model: str) -> None:
     for col in ("group", "layers", "channels", "prunable", "status", "reasons"):
         t.add_column(col)
     for r in report["rows"]:
-        t.add_row(str(r.get("name")), str(r.get("layers")), str(r.get("channels")),
-                  f"{r.get('prunable_units')}/{r.get('units')}", str(r.get("status")), "; ".join(r.get("reasons") or []))
+        t.add_row(
+            str(r.get("name")),
+            str(r.get("layers")),
+            str(r.get("channels")),
+            f"{r.get('prunable_units')}/{r.get('units')}",
+            str(r.get("status")),
+            "; ".join(r.get("reasons") or []),
+        )
     out.print(t)
     out.print(report.get("summary"))
     for note in report.get("notes") or []:

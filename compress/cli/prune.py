@@ -21,13 +21,15 @@ def prune(
     data: str | None = opt.DataOptional,
     ratio: float | None = typer.Option(None, "--ratio", help="channel: share of each group's channels to remove."),
     target_macs: float | None = typer.Option(None, "--target-macs", help="Keep this fraction of the dense MACs."),
-    target_params: float | None = typer.Option(None, "--target-params",
-                                               help="channel: keep this fraction of the parameters."),
+    target_params: float | None = typer.Option(
+        None, "--target-params", help="channel: keep this fraction of the parameters."
+    ),
     importance: str | None = typer.Option(None, "--importance", help="l1, l2, bn_scale or taylor (needs --data)."),
     allocation: str | None = typer.Option(None, "--allocation", help="channel: uniform or global."),
     round_to: int | None = typer.Option(None, "--round-to", help="Round kept channel counts up to a multiple of this."),
-    ignore: list[str] | None = typer.Option(None, "--ignore",
-                                            help="Module-name glob pattern to leave whole (repeatable)."),
+    ignore: list[str] | None = typer.Option(
+        None, "--ignore", help="Module-name glob pattern to leave whole (repeatable)."
+    ),
     iterative_steps: int | None = typer.Option(None, "--iterative-steps", help="channel: prune -> fine-tune steps."),
     finetune_epochs: int | None = typer.Option(None, "--finetune-epochs", help="Fine-tuning epochs after pruning."),
     samples: int | None = typer.Option(None, "--samples", help="search: width configurations to try."),
@@ -62,12 +64,17 @@ def prune(
     fields = spec.config.__dataclass_fields__
     params = load_yaml_params(config)
     for key, value, flag in (
-        ("ratio", ratio, "--ratio"), ("target_macs", target_macs, "--target-macs"),
-        ("target_params", target_params, "--target-params"), ("importance", importance, "--importance"),
-        ("allocation", allocation, "--allocation"), ("round_to", round_to, "--round-to"),
+        ("ratio", ratio, "--ratio"),
+        ("target_macs", target_macs, "--target-macs"),
+        ("target_params", target_params, "--target-params"),
+        ("importance", importance, "--importance"),
+        ("allocation", allocation, "--allocation"),
+        ("round_to", round_to, "--round-to"),
         ("ignore", list(ignore) if ignore else None, "--ignore"),
-        ("iterative_steps", iterative_steps, "--iterative-steps"), ("samples", samples, "--samples"),
-        ("sample_epochs", sample_epochs, "--sample-epochs"), ("distill", distill or None, "--distill"),
+        ("iterative_steps", iterative_steps, "--iterative-steps"),
+        ("samples", samples, "--samples"),
+        ("sample_epochs", sample_epochs, "--sample-epochs"),
+        ("distill", distill or None, "--distill"),
     ):
         if value is None:
             continue
@@ -99,15 +106,16 @@ def prune(
 
         data_cfg = data_config(data, task=task, image_size=image_size, channels=channels, limit=limit, seed=seed)
         bundle = load_data(data_cfg)
-    net = load_input(model, bundle, trust_code=trust_code, num_classes=num_classes,
-                     input_shape=parse_shape(input_shape))
+    net = load_input(
+        model, bundle, trust_code=trust_code, num_classes=num_classes, input_shape=parse_shape(input_shape)
+    )
     teacher_model = load_input(teacher, bundle, trust_code=trust_code) if teacher else None
     run = RunDir(out, "prune", force=force, resume=resume)
     run.add_input("model", model, model if Path(model).is_file() else None)
-    run.set_config({"method": method, "params": to_dict(method_config),
-                    "data": to_dict(data_cfg) if data_cfg else None})
-    result = run_technique("prune", method_config, net, data=bundle, teacher=teacher_model,
-                           workdir=run.work / "work")
+    run.set_config(
+        {"method": method, "params": to_dict(method_config), "data": to_dict(data_cfg) if data_cfg else None}
+    )
+    result = run_technique("prune", method_config, net, data=bundle, teacher=teacher_model, workdir=run.work / "work")
     for role, path in result.files.items():
         dest = run.file(Path(path).name)
         if Path(path) != dest:

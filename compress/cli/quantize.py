@@ -12,8 +12,9 @@ from compress.cli.common import data_config, handle_errors
 
 @handle_errors
 def quantize(
-    model: str = typer.Option(..., "--model", "-m",
-                              help="Model spec: checkpoint, run dir, builtin:NAME, torchvision:NAME."),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Model spec: checkpoint, run dir, builtin:NAME, torchvision:NAME."
+    ),
     out: Path = opt.Out,
     method: str = typer.Option("int8", "--method", help="int8, codebook, kmeans or bitwise."),
     data: str = opt.Data,
@@ -21,11 +22,13 @@ def quantize(
     target: str | None = typer.Option(None, "--target", help="int8: onnxruntime or tensorrt (TensorRT Q/DQ rules)."),
     preset: str | None = typer.Option(None, "--preset", help="int8: performance (symmetric) or mixed."),
     route: str | None = typer.Option(None, "--route", help="int8: onnx (quantize the exported ONNX) or torch."),
-    ignore: list[str] | None = typer.Option(None, "--ignore",
-                                            help="int8: module-name regex kept in float (repeatable)."),
+    ignore: list[str] | None = typer.Option(
+        None, "--ignore", help="int8: module-name regex kept in float (repeatable)."
+    ),
     qat_epochs: int | None = typer.Option(None, "--qat-epochs", help="int8: quantization-aware fine-tuning epochs."),
     max_accuracy_drop: float | None = typer.Option(
-        None, "--max-accuracy-drop", help="int8: allowed drop of the primary metric (0.01 = 1 accuracy point)."),
+        None, "--max-accuracy-drop", help="int8: allowed drop of the primary metric (0.01 = 1 accuracy point)."
+    ),
     bits: int | None = typer.Option(None, "--bits", help="codebook/kmeans: index bits; bitwise: bits incl. sign."),
     groups: int | None = typer.Option(None, "--groups", help="codebook: neuron groups (codebooks) per layer."),
     sigma: float | None = typer.Option(None, "--sigma", help="codebook: width of the proximal STE weight."),
@@ -56,22 +59,59 @@ def quantize(
     spec = get_method("quantize", method)
     params = load_yaml_params(config)
     options = {
-        "int8": {"calib_size": calib_size, "target": target, "preset": preset, "route": route,
-                 "ignored": list(ignore) if ignore else None, "qat_epochs": qat_epochs,
-                 "max_accuracy_drop": max_accuracy_drop, "qat_lr": lr, "seed": seed},
-        "codebook": {"bits": bits, "groups": groups, "sigma": sigma, "steps": steps, "calib_size": calib_size,
-                     "lr": lr, "seed": seed},
+        "int8": {
+            "calib_size": calib_size,
+            "target": target,
+            "preset": preset,
+            "route": route,
+            "ignored": list(ignore) if ignore else None,
+            "qat_epochs": qat_epochs,
+            "max_accuracy_drop": max_accuracy_drop,
+            "qat_lr": lr,
+            "seed": seed,
+        },
+        "codebook": {
+            "bits": bits,
+            "groups": groups,
+            "sigma": sigma,
+            "steps": steps,
+            "calib_size": calib_size,
+            "lr": lr,
+            "seed": seed,
+        },
         "kmeans": {"bits": bits},
         "bitwise": {"bits": bits, "train_bits": train_bits, "epochs": epochs, "lr": lr, "seed": seed},
     }.get(method, {})
-    given = {"--calib-size": calib_size, "--target": target, "--preset": preset, "--route": route,
-             "--ignore": ignore or None, "--qat-epochs": qat_epochs, "--max-accuracy-drop": max_accuracy_drop,
-             "--bits": bits, "--groups": groups, "--sigma": sigma, "--steps": steps, "--train-bits": train_bits,
-             "--epochs": epochs}
-    flag_to_key = {"--calib-size": "calib_size", "--target": "target", "--preset": "preset", "--route": "route",
-                   "--ignore": "ignored", "--qat-epochs": "qat_epochs", "--max-accuracy-drop": "max_accuracy_drop",
-                   "--bits": "bits", "--groups": "groups", "--sigma": "sigma", "--steps": "steps",
-                   "--train-bits": "train_bits", "--epochs": "epochs"}
+    given = {
+        "--calib-size": calib_size,
+        "--target": target,
+        "--preset": preset,
+        "--route": route,
+        "--ignore": ignore or None,
+        "--qat-epochs": qat_epochs,
+        "--max-accuracy-drop": max_accuracy_drop,
+        "--bits": bits,
+        "--groups": groups,
+        "--sigma": sigma,
+        "--steps": steps,
+        "--train-bits": train_bits,
+        "--epochs": epochs,
+    }
+    flag_to_key = {
+        "--calib-size": "calib_size",
+        "--target": "target",
+        "--preset": "preset",
+        "--route": "route",
+        "--ignore": "ignored",
+        "--qat-epochs": "qat_epochs",
+        "--max-accuracy-drop": "max_accuracy_drop",
+        "--bits": "bits",
+        "--groups": "groups",
+        "--sigma": "sigma",
+        "--steps": "steps",
+        "--train-bits": "train_bits",
+        "--epochs": "epochs",
+    }
     for flag, value in given.items():
         if value is not None and flag_to_key[flag] not in options:
             raise RecipeError(f"{flag} does not apply to --method {method}")
@@ -79,8 +119,9 @@ def quantize(
         if value is not None:
             params[key] = value
     method_config = from_dict(spec.config, params, where=str(config) if config else f"quantize {method} options")
-    data_cfg = data_config(data, task=task, image_size=image_size, channels=channels, limit=limit,
-                           calib_size=calib_size, seed=seed)
+    data_cfg = data_config(
+        data, task=task, image_size=image_size, channels=channels, limit=limit, calib_size=calib_size, seed=seed
+    )
     bundle = load_data(data_cfg)
     net = load_input(model, bundle, trust_code=trust_code)
     run = RunDir(out, "quantize", force=force, resume=resume)
@@ -88,6 +129,14 @@ def quantize(
     run.set_config({"method": method, "params": to_dict(method_config), "data": to_dict(data_cfg)})
     result = run_technique("quantize", method_config, net, data=bundle, workdir=run.work / "work")
     write_variant(run, result, data=bundle, export=False)
-    keys = ("accuracy", "psnr", "bits_per_weight", "size_bytes", "accuracy_drop", "sparsity", "qdq_valid",
-            "float_layers")
+    keys = (
+        "accuracy",
+        "psnr",
+        "bits_per_weight",
+        "size_bytes",
+        "accuracy_drop",
+        "sparsity",
+        "qdq_valid",
+        "float_layers",
+    )
     finish(run, console(), summary={k: result.metrics[k] for k in keys if k in result.metrics})

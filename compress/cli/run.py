@@ -38,5 +38,7 @@ def run(
 
     report = json.loads((path / "report" / "report.json").read_text())
     con.print(rich_table(report))
-    con.print(f"[green]done[/green] {path}  (report: {path / 'report' / 'report.md'}, plot: {path / 'report' / 'pareto.png'})")
+    con.print(
+        f"[green]done[/green] {path}  (report: {path / 'report' / 'report.md'}, plot: {path / 'report' / 'pareto.png'})"
+    )
     _ = read_manifest

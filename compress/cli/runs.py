@@ -30,6 +30,8 @@ def finish(run, console, summary: dict[str, Any] | None = None) -> Path:
     """Drop the run's scratch folder, commit it and print where it went."""
     shutil.rmtree(run.work / "work", ignore_errors=True)
     path = run.commit()
-    parts = [f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in (summary or {}).items() if v is not None]
+    parts = [
+        f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in (summary or {}).items() if v is not None
+    ]
     console.print(f"[green]done[/green] {path}" + (f"  ({', '.join(parts)})" if parts else ""))
     return path

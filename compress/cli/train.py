@@ -12,7 +12,9 @@ from compress.cli.common import data_config, handle_errors
 
 @handle_errors
 def train(
-    model: str = typer.Option(..., "--model", "-m", help="Model spec: torchvision:NAME, builtin:NAME, checkpoint or run dir."),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Model spec: torchvision:NAME, builtin:NAME, checkpoint or run dir."
+    ),
     out: Path = opt.Out,
     data: str = opt.Data,
     epochs: int | None = typer.Option(None, "--epochs", help="Training epochs (default 5)."),
@@ -41,8 +43,13 @@ def train(
     from compress.train.loop import TrainConfig
 
     params = load_yaml_params(config)
-    for key, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size), ("optimizer", optimizer),
-                       ("seed", seed)):
+    for key, value in (
+        ("epochs", epochs),
+        ("lr", lr),
+        ("batch_size", batch_size),
+        ("optimizer", optimizer),
+        ("seed", seed),
+    ):
         if value is not None:
             params[key] = value
     train_config = from_dict(TrainConfig, params, where=str(config) if config else "train options")

@@ -24,8 +24,9 @@ def prepare(student: Model, ctx: Context, method: str) -> tuple[Model, nn.Module
     data = ctx.data
     for role, m in (("student", student), ("teacher", ctx.teacher)):
         if m.task != data.task:
-            raise DataError(f"distill {method}: the {role} {m.name} is a {m.task} model but the data is for "
-                            f"{data.task}")
+            raise DataError(
+                f"distill {method}: the {role} {m.name} is a {m.task} model but the data is for {data.task}"
+            )
     out = student.copy()
     out.input_shape = tuple(data.input_shape)
     teacher = copy.deepcopy(ctx.teacher.module).eval()
@@ -46,8 +47,10 @@ def check_logits(student: nn.Module, teacher: nn.Module, input_shape) -> None:
             finally:
                 m.train(was)
     if shapes[0] != shapes[1]:
-        raise ModelError(f"student outputs {shapes[0][1:]} but the teacher outputs {shapes[1][1:]}; "
-                         "logit distillation needs the same classes")
+        raise ModelError(
+            f"student outputs {shapes[0][1:]} but the teacher outputs {shapes[1][1:]}; "
+            "logit distillation needs the same classes"
+        )
 
 
 class DistillObjective(Objective):
@@ -89,12 +92,24 @@ class DistillObjective(Objective):
         self.teacher.to("cpu")
 
 
-def run(out: Model, objective: DistillObjective, ctx: Context, train_config: TrainConfig, name: str,
-        extra: dict[str, Any] | None = None) -> Result:
+def run(
+    out: Model,
+    objective: DistillObjective,
+    ctx: Context,
+    train_config: TrainConfig,
+    name: str,
+    extra: dict[str, Any] | None = None,
+) -> Result:
     """Train `out.module` in place with `objective` (resumable through the context's workdir)."""
     try:
-        result = train(out.module, ctx.data, train_config, objective=objective,
-                       checkpoint=ctx.checkpoint(f"distill_{name}"), description=f"distill {name}")
+        result = train(
+            out.module,
+            ctx.data,
+            train_config,
+            objective=objective,
+            checkpoint=ctx.checkpoint(f"distill_{name}"),
+            description=f"distill {name}",
+        )
     finally:
         objective.close()
     metrics = {**result.metrics, "epochs": train_config.epochs, "steps": result.steps}

@@ -79,8 +79,10 @@ def feature_mse(model: Model, config: FeatureMSEConfig, ctx: Context) -> Result:
     """Train with the task loss plus MSE between paired feature maps (projected where widths differ)."""
     out, teacher = prepare(model, ctx, "feature_mse")
     shape = ctx.data.input_shape
-    pairs = pair_layers(resolve_layers(teacher, config.teacher_layers, shape, role="teacher"),
-                        resolve_layers(out.module, config.student_layers, shape, role="student"))
+    pairs = pair_layers(
+        resolve_layers(teacher, config.teacher_layers, shape, role="teacher"),
+        resolve_layers(out.module, config.student_layers, shape, role="student"),
+    )
     heads = projections(out.module, teacher, shape, pairs)
     objective = FeatureMSEObjective(teacher, ctx.data.task, pairs, heads, config)
     return run(out, objective, ctx, config.train, "feature_mse", {"pairs": [list(p) for p in pairs]})

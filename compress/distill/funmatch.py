@@ -40,8 +40,9 @@ Mode = Literal["function_matching", "consistent", "independent", "fixed_teacher"
 
 
 def _patient_schedule() -> TrainConfig:
-    return TrainConfig(optimizer="adam", lr=1e-3, weight_decay=1e-5, schedule="cosine", warmup_epochs=1.0,
-                       grad_clip=1.0)
+    return TrainConfig(
+        optimizer="adam", lr=1e-3, weight_decay=1e-5, schedule="cosine", warmup_epochs=1.0, grad_clip=1.0
+    )
 
 
 @dataclass
@@ -82,8 +83,15 @@ class FunMatchConfig:
 
 
 def random_resized_crop(
-    x: torch.Tensor, generator: torch.Generator, *, min_area: float = 0.05, max_area: float = 1.0,
-    min_aspect: float = 3 / 4, max_aspect: float = 4 / 3, flip: bool = False, tries: int = 10,
+    x: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    min_area: float = 0.05,
+    max_area: float = 1.0,
+    min_aspect: float = 3 / 4,
+    max_aspect: float = 4 / 3,
+    flip: bool = False,
+    tries: int = 10,
 ) -> torch.Tensor:
     """A random-resized crop (and optional horizontal flip) per image, back to the input size.
 
@@ -147,8 +155,13 @@ def make_views(
     x: torch.Tensor, config: FunMatchConfig, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(student input, teacher input) for one batch under `config.mode`."""
-    crop = {"min_area": config.min_area, "max_area": config.max_area, "min_aspect": config.min_aspect,
-            "max_aspect": config.max_aspect, "flip": config.flip}
+    crop = {
+        "min_area": config.min_area,
+        "max_area": config.max_area,
+        "min_aspect": config.min_aspect,
+        "max_aspect": config.max_aspect,
+        "flip": config.flip,
+    }
     if config.mode == "fixed_teacher":
         return random_resized_crop(x, generator, **crop), x
     if config.mode == "independent":

@@ -6,9 +6,7 @@ import torch
 import torch.nn.functional as F
 
 
-def kd_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """T^2 * KL(softmax(z_t / T) || softmax(z_s / T)), averaged over the batch."""
     t = temperature
     log_s = F.log_softmax(student_logits.float() / t, dim=1)

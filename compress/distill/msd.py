@@ -110,9 +110,7 @@ def msd(model: Model, config: MSDConfig, ctx: Context) -> Result:
         raise RecipeError("distill msd needs batch_size >= 2 (negatives come from the batch)")
     tshape, sshape = shape_of(teacher, shape, tl)[tl[0]], shape_of(out.module, shape, sl)[sl[0]]
     if len(tshape) != 4 or len(sshape) != 4:
-        raise RecipeError(
-            f"distill msd needs feature maps; {tl[0]} gives {tshape[1:]}, {sl[0]} gives {sshape[1:]}"
-        )
+        raise RecipeError(f"distill msd needs feature maps; {tl[0]} gives {tshape[1:]}, {sl[0]} gives {sshape[1:]}")
     heads = projections(out.module, teacher, shape, [(tl[0], sl[0])])
     objective = MSDObjective(teacher, ctx.data.task, tl[0], sl[0], heads, config)
     return run(out, objective, ctx, config.train, "msd", {"layers": [tl[0], sl[0]]})

@@ -128,11 +128,14 @@ def student_head(channels: int, config: PCDConfig, dim: int) -> nn.Module:
     layers: list[nn.Module] = []
     if config.attention:
         if channels % config.attention_heads:
-            raise RecipeError(f"attention_heads {config.attention_heads} must divide the student's "
-                              f"{channels} channels")
+            raise RecipeError(f"attention_heads {config.attention_heads} must divide the student's {channels} channels")
         layers.append(SelfAttention2d(channels, config.attention_heads))
-    layers += [nn.Conv2d(channels, config.hidden, 1), nn.BatchNorm2d(config.hidden), nn.ReLU(),
-               nn.Conv2d(config.hidden, dim, 1)]
+    layers += [
+        nn.Conv2d(channels, config.hidden, 1),
+        nn.BatchNorm2d(config.hidden),
+        nn.ReLU(),
+        nn.Conv2d(config.hidden, dim, 1),
+    ]
     return nn.Sequential(*layers)
 
 
@@ -157,8 +160,9 @@ def _calibrate_head(mlp: nn.Sequential, teacher: nn.Module, layer: str, data, co
 
 
 class PCDObjective(DistillObjective):
-    def __init__(self, teacher, task, tlayer, slayer, adaptor: SpatialAdaptor, head: nn.Module,
-                 config: PCDConfig) -> None:
+    def __init__(
+        self, teacher, task, tlayer, slayer, adaptor: SpatialAdaptor, head: nn.Module, config: PCDConfig
+    ) -> None:
         super().__init__(teacher, task, [tlayer], [slayer])
         self.adaptor, self.head, self.config = adaptor, head, config
         dim = adaptor[-1].out_channels

@@ -146,7 +146,11 @@ def auto_layers(module: nn.Module, input_shape: Sequence[int], max_layers: int =
 
 
 def resolve_layers(
-    module: nn.Module, spec: str | Sequence[str], input_shape: Sequence[int], *, role: str = "model",
+    module: nn.Module,
+    spec: str | Sequence[str],
+    input_shape: Sequence[int],
+    *,
+    role: str = "model",
     max_layers: int = 4,
 ) -> list[str]:
     """Checked layer names from "auto", a comma-separated string or a list of names.

@@ -69,7 +69,9 @@ def export_onnx(model: Model, path: str | Path, config: ExportConfig | None = No
                 used = exporter
                 break
             except Exception as e:  # exporters raise many types; keep the first line for the message
-                errors.append(f"{exporter}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}")
+                errors.append(
+                    f"{exporter}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}"
+                )
         if used is None:
             raise ModelError(f"ONNX export of {model.name} failed ({'; '.join(errors)})")
         _check(tmp)
@@ -85,8 +87,13 @@ def export_onnx(model: Model, path: str | Path, config: ExportConfig | None = No
         for extra in path.parent.glob(f".{path.stem}.tmp{os.getpid()}.onnx*"):
             extra.unlink(missing_ok=True)
     opset = config.opset if used == "dynamo" else min(config.opset, 17)
-    return {"exporter": used, "opset": opset, "parity": parity, "bytes": path.stat().st_size,
-            "fallback_reason": errors[0] if errors else None}
+    return {
+        "exporter": used,
+        "opset": opset,
+        "parity": parity,
+        "bytes": path.stat().st_size,
+        "fallback_reason": errors[0] if errors else None,
+    }
 
 
 def _export(module, example, path: Path, exporter: str, config: ExportConfig) -> None:
@@ -97,16 +104,29 @@ def _export(module, example, path: Path, exporter: str, config: ExportConfig) ->
         if exporter == "dynamo":
             dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if config.dynamic_batch else None
             program = torch.onnx.export(
-                module, (example,), None, dynamo=True, opset_version=max(config.opset, 18),
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=dynamic,
-                verbose=False, external_data=False,
+                module,
+                (example,),
+                None,
+                dynamo=True,
+                opset_version=max(config.opset, 18),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=dynamic,
+                verbose=False,
+                external_data=False,
             )
             program.save(str(path))
         else:
             axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if config.dynamic_batch else None
             torch.onnx.export(
-                module, (example,), str(path), dynamo=False, opset_version=min(config.opset, 17),
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
+                module,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=min(config.opset, 17),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=axes,
                 do_constant_folding=True,
             )
 

@@ -198,9 +198,7 @@ def _primitive_attrs(mod: nn.Module) -> dict[str, Any]:
     for k, v in vars(mod).items():
         if k.startswith("_") or k == "training":
             continue
-        if isinstance(v, _PRIMITIVE) or (
-            isinstance(v, (tuple, list)) and all(isinstance(x, _PRIMITIVE) for x in v)
-        ):
+        if isinstance(v, _PRIMITIVE) or (isinstance(v, (tuple, list)) and all(isinstance(x, _PRIMITIVE) for x in v)):
             out[k] = list(v) if isinstance(v, tuple) else v
     return out
 

@@ -40,8 +40,9 @@ class Model:
 
     def with_step(self, module: nn.Module, step: dict[str, Any]) -> Model:
         """A new handle for `module` with `step` appended to the history."""
-        return Model(module, copy.deepcopy(self.arch), tuple(self.input_shape), self.task,
-                     [*copy.deepcopy(self.history), step])
+        return Model(
+            module, copy.deepcopy(self.arch), tuple(self.input_shape), self.task, [*copy.deepcopy(self.history), step]
+        )
 
     @property
     def name(self) -> str:

@@ -34,8 +34,13 @@ class PrunableAttention(nn.Module):
         self.out_proj = nn.Linear(inner, embed_dim, bias=bias)
 
     def get_config(self) -> dict[str, Any]:
-        return {"embed_dim": self.embed_dim, "num_heads": self.q_proj.out_features // self.head_dim,
-                "head_dim": self.head_dim, "bias": self.q_proj.bias is not None, "dropout": self.dropout}
+        return {
+            "embed_dim": self.embed_dim,
+            "num_heads": self.q_proj.out_features // self.head_dim,
+            "head_dim": self.head_dim,
+            "bias": self.q_proj.bias is not None,
+            "dropout": self.dropout,
+        }
 
     def forward(self, query, key, value, need_weights: bool = False, **_: Any):
         b, lq = query.shape[0], query.shape[1]
@@ -43,7 +48,7 @@ class PrunableAttention(nn.Module):
         q = self.q_proj(query).view(b, lq, -1, self.head_dim).transpose(1, 2)
         k = self.k_proj(key).view(b, lk, -1, self.head_dim).transpose(1, 2)
         v = self.v_proj(value).view(b, lk, -1, self.head_dim).transpose(1, 2)
-        attn = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * (self.head_dim ** -0.5), dim=-1)
+        attn = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * (self.head_dim**-0.5), dim=-1)
         if self.training and self.dropout > 0:
             attn = nn.functional.dropout(attn, self.dropout)
         out = torch.matmul(attn, v).transpose(1, 2).flatten(2)

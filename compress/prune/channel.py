@@ -135,22 +135,51 @@ def prune_channels(model: Model, config: ChannelConfig, ctx: Context | None = No
             return importance(graph, config.importance, data=_data, batches=config.taylor_batches)
 
         def keep_fn(graph, scores, _r=step_ratio, _t=step_target, _m=cur_macs, _p=cur_params):
-            return choose_keep(graph, scores, ratio=_r, target=_t, target_kind=kind, allocation=config.allocation,
-                               round_to=config.round_to, dense_macs=_m, dense_params=_p,
-                               max_group_ratio=config.max_group_ratio)
+            return choose_keep(
+                graph,
+                scores,
+                ratio=_r,
+                target=_t,
+                target_kind=kind,
+                allocation=config.allocation,
+                round_to=config.round_to,
+                dense_macs=_m,
+                dense_params=_p,
+                max_group_ratio=config.max_group_ratio,
+            )
 
         info = prune_once(out.module, shape, score_fn, keep_fn, ignore=config.ignore, verify=config.verify)
         macs, params = cur_macs, cur_params = measure(out.module, shape)
-        record = {"step": step, "removed_units": info.removed_units, "macs": macs, "params": params,
-                  "verified": info.verified}
-        record.update(finetune(out.module, ctx, ft, teacher=teacher, name=f"finetune{step}",
-                               temperature=config.distill_temperature, alpha=config.distill_alpha))
+        record = {
+            "step": step,
+            "removed_units": info.removed_units,
+            "macs": macs,
+            "params": params,
+            "verified": info.verified,
+        }
+        record.update(
+            finetune(
+                out.module,
+                ctx,
+                ft,
+                teacher=teacher,
+                name=f"finetune{step}",
+                temperature=config.distill_temperature,
+                alpha=config.distill_alpha,
+            )
+        )
         steps.append(record)
     metrics = {
-        "macs_before": dense_macs, "macs_after": macs, "macs_ratio": macs / max(dense_macs, 1),
-        "params_before": dense_params, "params_after": params, "params_ratio": params / max(dense_params, 1),
-        "groups_total": info.report["total_groups"], "groups_prunable": info.report["prunable_groups"],
-        "verified": steps[-1]["verified"], "steps": steps,
+        "macs_before": dense_macs,
+        "macs_after": macs,
+        "macs_ratio": macs / max(dense_macs, 1),
+        "params_before": dense_params,
+        "params_after": params,
+        "params_ratio": params / max(dense_params, 1),
+        "groups_total": info.report["total_groups"],
+        "groups_prunable": info.report["prunable_groups"],
+        "verified": steps[-1]["verified"],
+        "steps": steps,
     }
     metrics.update({k: v for k, v in steps[-1].items() if k.startswith("val_")})
     if converted:
@@ -206,8 +235,9 @@ def ratio_for_latency(model: Model, config: ChannelConfig, shape: tuple[int, ...
         best = hi
         for i in range(6):
             mid = (lo + hi) / 2
-            probe = dataclasses.replace(config, ratio=mid, target_latency=None, iterative_steps=1,
-                                        finetune_epochs=0, verify=False)
+            probe = dataclasses.replace(
+                config, ratio=mid, target_latency=None, iterative_steps=1, finetune_epochs=0, verify=False
+            )
             pruned, _ = prune_channels(model, probe, None)
             frac = _latency_ratio(dense, _session(pruned, shape, config.latency_threads, Path(tmp) / f"p{i}.onnx"))
             probes.append({"ratio": round(mid, 4), "latency_ratio": round(frac, 4)})

@@ -33,8 +33,13 @@ class PruneInfo:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def verify_pruned(pruned: nn.Module, reference: nn.Module | None, dense_out_shape: tuple[int, ...] | None,
-                  input_shape: tuple[int, ...], exact: bool) -> str:
+def verify_pruned(
+    pruned: nn.Module,
+    reference: nn.Module | None,
+    dense_out_shape: tuple[int, ...] | None,
+    input_shape: tuple[int, ...],
+    exact: bool,
+) -> str:
     """Check the pruned network runs and keeps the output shape; compare exactly where possible.
 
     `reference` is the unpruned network with the removed channels' consumers zeroed
@@ -79,8 +84,9 @@ def prune_once(
     return remove_units(graph, keep, scores, input_shape, verify=verify)
 
 
-def remove_units(graph: DependencyGraph, keep: np.ndarray, scores: np.ndarray, input_shape: tuple[int, ...], *,
-                 verify: bool = True) -> PruneInfo:
+def remove_units(
+    graph: DependencyGraph, keep: np.ndarray, scores: np.ndarray, input_shape: tuple[int, ...], *, verify: bool = True
+) -> PruneInfo:
     """Remove the units of `graph` where `keep` is False from its module (in place) and verify."""
     module = graph.module
     keep = graph.repair(keep, scores)
@@ -99,8 +105,16 @@ def train_config(base: TrainConfig, epochs: int | None) -> TrainConfig:
     return cfg
 
 
-def finetune(module: nn.Module, ctx, config: TrainConfig, *, teacher: nn.Module | None = None,
-             name: str = "finetune", temperature: float = 4.0, alpha: float = 0.9) -> dict[str, float]:
+def finetune(
+    module: nn.Module,
+    ctx,
+    config: TrainConfig,
+    *,
+    teacher: nn.Module | None = None,
+    name: str = "finetune",
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+) -> dict[str, float]:
     """Fine-tune `module` in place through the shared loop (logit distillation when a teacher is given)."""
     if config.epochs <= 0:
         return {}
@@ -112,10 +126,10 @@ def finetune(module: nn.Module, ctx, config: TrainConfig, *, teacher: nn.Module 
             raise RecipeError("distillation during pruning matches class logits; it needs a classification task")
         from compress.distill.kd import KDConfig, KDObjective
 
-        objective = KDObjective(copy.deepcopy(teacher).eval(), ctx.data.task,
-                                KDConfig(temperature=temperature, alpha=alpha, train=config))
-    result = train(module, ctx.data, config, objective=objective, checkpoint=ctx.checkpoint(name),
-                   description=name)
+        objective = KDObjective(
+            copy.deepcopy(teacher).eval(), ctx.data.task, KDConfig(temperature=temperature, alpha=alpha, train=config)
+        )
+    result = train(module, ctx.data, config, objective=objective, checkpoint=ctx.checkpoint(name), description=name)
     return {f"val_{k}": float(v) for k, v in result.metrics.items() if k != "samples"}
 
 

@@ -116,8 +116,16 @@ class _SlotGate:
 class ContinuousObjective(Objective):
     """Task (or distillation) loss + lambda * soft MACs / dense MACs; gates applied by input hooks."""
 
-    def __init__(self, graph: DependencyGraph, gates: Gates, gate_of_class: np.ndarray, task: str,
-                 config: ContinuousConfig, dense_macs: int, teacher: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        graph: DependencyGraph,
+        gates: Gates,
+        gate_of_class: np.ndarray,
+        task: str,
+        config: ContinuousConfig,
+        dense_macs: int,
+        teacher: nn.Module | None = None,
+    ) -> None:
         self.graph = graph
         self.gates = gates
         self.config = config
@@ -170,8 +178,11 @@ class ContinuousObjective(Objective):
         total = full.new_zeros(())
         for layer in self.graph.layers:
             out = full[self.slot_gates[layer.out_slot].index.to(full.device)].sum()
-            inp = (full[self.slot_gates[layer.in_slot].index.to(full.device)].sum()
-                   if layer.in_slot is not None else full.new_tensor(float(layer.in_per_group)))
+            inp = (
+                full[self.slot_gates[layer.in_slot].index.to(full.device)].sum()
+                if layer.in_slot is not None
+                else full.new_tensor(float(layer.in_per_group))
+            )
             total = total + out * inp * layer.factor
         return total + self.fixed_macs
 
@@ -249,9 +260,11 @@ def _fold(graph: DependencyGraph, objective: ContinuousObjective, beta: float) -
             w.mul_(full[sg.index].view(shape))
 
 
-def _meet_target(graph: DependencyGraph, keep: np.ndarray, s: np.ndarray, units: np.ndarray, target: float,
-                 dense_macs: int) -> np.ndarray:
+def _meet_target(
+    graph: DependencyGraph, keep: np.ndarray, s: np.ndarray, units: np.ndarray, target: float, dense_macs: int
+) -> np.ndarray:
     """Close the lowest-s open units until the MACs estimate meets `target` (bisection on the count)."""
+
     def ratio(k: np.ndarray) -> float:
         return graph.estimate(k, dense_macs, 0)[0] / max(dense_macs, 1)
 
@@ -292,8 +305,14 @@ def continuous(model: Model, config: ContinuousConfig, ctx: Context) -> Result:
     teacher = teacher_for(model.module, ctx, config.distill)
     objective = ContinuousObjective(graph, gates, gate_of_class, ctx.data.task, config, dense_macs, teacher)
     try:
-        result = train(out.module, ctx.data, config.train, objective=objective,
-                       checkpoint=ctx.checkpoint("continuous"), description="continuous")
+        result = train(
+            out.module,
+            ctx.data,
+            config.train,
+            objective=objective,
+            checkpoint=ctx.checkpoint("continuous"),
+            description="continuous",
+        )
     finally:
         objective.remove_hooks()
     s = gates.s.detach().cpu().numpy()
@@ -306,22 +325,38 @@ def continuous(model: Model, config: ContinuousConfig, ctx: Context) -> Result:
     info = remove_units(graph, keep, scores, shape, verify=config.verify)
     macs, params = measure(out.module, shape)
     metrics: dict[str, Any] = {
-        "macs_before": dense_macs, "macs_after": macs, "macs_ratio": macs / max(dense_macs, 1),
-        "params_before": dense_params, "params_after": params, "params_ratio": params / max(dense_params, 1),
-        "units": int(units.size), "units_removed": info.removed_units, "closed_by_gates": int((s <= 0).sum()),
-        "lambda_final": objective.lam, "verified": info.verified,
+        "macs_before": dense_macs,
+        "macs_after": macs,
+        "macs_ratio": macs / max(dense_macs, 1),
+        "params_before": dense_params,
+        "params_after": params,
+        "params_ratio": params / max(dense_params, 1),
+        "units": int(units.size),
+        "units_removed": info.removed_units,
+        "closed_by_gates": int((s <= 0).sum()),
+        "lambda_final": objective.lam,
+        "verified": info.verified,
         "trained": {f"val_{k}": v for k, v in result.metrics.items() if k != "samples"},
     }
     from compress.prune.common import train_config
 
     ft = train_config(config.finetune, config.finetune_epochs)
-    metrics.update(finetune(out.module, ctx, ft, teacher=teacher, name="finetune",
-                            temperature=config.distill_temperature, alpha=config.distill_alpha))
+    metrics.update(
+        finetune(
+            out.module,
+            ctx,
+            ft,
+            teacher=teacher,
+            name="finetune",
+            temperature=config.distill_temperature,
+            alpha=config.distill_alpha,
+        )
+    )
     if ft.epochs <= 0:
         from compress.train.evaluate import evaluate
 
-        metrics.update({f"val_{k}": v for k, v in evaluate(out.module, ctx.data.val, ctx.data.task).items()
-                        if k != "samples"})
-    files = write_json(ctx, "prune_report.json", {"config": to_dict(config), "metrics": metrics,
-                                                  "graph": info.report})
+        metrics.update(
+            {f"val_{k}": v for k, v in evaluate(out.module, ctx.data.val, ctx.data.task).items() if k != "samples"}
+        )
+    files = write_json(ctx, "prune_report.json", {"config": to_dict(config), "metrics": metrics, "graph": info.report})
     return Result(model=out, metrics=metrics, files=files)

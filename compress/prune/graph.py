@@ -41,31 +41,107 @@ from compress.errors import ModelError
 NONE = -1  # label of an element that belongs to no atom (input data, constants)
 
 _ACT_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU,
-    nn.ELU, nn.Mish, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity, nn.PReLU, nn.Hardtanh, nn.SELU,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Mish,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Identity,
+    nn.PReLU,
+    nn.Hardtanh,
+    nn.SELU,
 )
 _POOL_MODULES = (
-    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool1d,
-    nn.AvgPool1d, nn.MaxPool1d, nn.Upsample,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.AvgPool2d,
+    nn.MaxPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.AvgPool1d,
+    nn.MaxPool1d,
+    nn.Upsample,
 )
 _UNARY_FUNCS = {
-    F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.sigmoid, F.tanh, F.leaky_relu, F.elu,
-    F.mish, F.dropout, F.hardtanh, torch.relu, torch.sigmoid, torch.tanh, torch.exp, torch.abs,
-    operator.neg, torch.neg, torch.clone, torch.nn.functional.relu_,
+    F.relu,
+    F.relu6,
+    F.gelu,
+    F.silu,
+    F.hardswish,
+    F.hardsigmoid,
+    F.sigmoid,
+    F.tanh,
+    F.leaky_relu,
+    F.elu,
+    F.mish,
+    F.dropout,
+    F.hardtanh,
+    torch.relu,
+    torch.sigmoid,
+    torch.tanh,
+    torch.exp,
+    torch.abs,
+    operator.neg,
+    torch.neg,
+    torch.clone,
+    torch.nn.functional.relu_,
 }
 _UNARY_METHODS = {
-    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "contiguous", "clone", "float", "to", "type_as",
-    "neg", "abs", "exp", "detach", "clamp", "clamp_", "clamp_min", "half", "double", "hardswish",
+    "relu",
+    "relu_",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "contiguous",
+    "clone",
+    "float",
+    "to",
+    "type_as",
+    "neg",
+    "abs",
+    "exp",
+    "detach",
+    "clamp",
+    "clamp_",
+    "clamp_min",
+    "half",
+    "double",
+    "hardswish",
 }
 _BINARY_FUNCS = {
-    operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
-    operator.truediv, operator.itruediv, torch.add, torch.mul, torch.sub, torch.div, torch.maximum,
+    operator.add,
+    operator.iadd,
+    operator.sub,
+    operator.isub,
+    operator.mul,
+    operator.imul,
+    operator.truediv,
+    operator.itruediv,
+    torch.add,
+    torch.mul,
+    torch.sub,
+    torch.div,
+    torch.maximum,
     torch.minimum,
 }
 _BINARY_METHODS = {"add", "add_", "mul", "mul_", "sub", "sub_", "div", "div_"}
 _POOL_FUNCS = {
-    F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.avg_pool2d, F.max_pool2d, F.interpolate,
-    F.adaptive_avg_pool1d, F.avg_pool1d, F.max_pool1d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d,
+    F.avg_pool2d,
+    F.max_pool2d,
+    F.interpolate,
+    F.adaptive_avg_pool1d,
+    F.avg_pool1d,
+    F.max_pool1d,
 }
 _SHAPE_METHODS = {"size", "dim", "numel"}
 
@@ -292,8 +368,7 @@ class DependencyGraph:
                     ShapeProp(gm).propagate(example)
                 except Exception as e:  # noqa: BLE001 - a model that does not run on its input shape
                     raise ModelError(
-                        f"the model does not run on input shape {self.input_shape}: "
-                        f"{str(e).splitlines()[0][:200]}"
+                        f"the model does not run on input shape {self.input_shape}: {str(e).splitlines()[0][:200]}"
                     ) from None
         self.modules = dict(self.module.named_modules())
         out_node = next(n for n in gm.graph.nodes if n.op == "output")
@@ -390,9 +465,7 @@ class DependencyGraph:
     def _index_atoms(self, x: _L, dim: int, reason: str) -> np.ndarray:
         """One atom per index along `dim`; atoms sharing an index elsewhere are unified."""
         dim = dim % len(x.shape)
-        arr = np.broadcast_to(x.arr, tuple(
-            x.shape[d] if d == dim else x.arr.shape[d] for d in range(len(x.shape))
-        ))
+        arr = np.broadcast_to(x.arr, tuple(x.shape[d] if d == dim else x.arr.shape[d] for d in range(len(x.shape))))
         rows = np.moveaxis(arr, dim, 0).reshape(x.shape[dim], -1)
         if rows.shape[1] == 1:
             return rows[:, 0].copy()
@@ -416,8 +489,9 @@ class DependencyGraph:
         if all(x.arr.shape[d] == 1 for d in range(x.arr.ndim) if d != dim):
             return
         roots = self._roots(x.arr)  # atoms may differ along other axes as long as their classes do not
-        if any(roots.shape[d] > 1 and not (roots == roots.take([0], axis=d)).all()
-               for d in range(roots.ndim) if d != dim):
+        if any(
+            roots.shape[d] > 1 and not (roots == roots.take([0], axis=d)).all() for d in range(roots.ndim) if d != dim
+        ):
             self.atoms.fix(x.arr, reason)
 
     def _channel_labels(self, shape: tuple[int, ...], dim: int, atoms: np.ndarray, batched: bool) -> _L:
@@ -513,8 +587,10 @@ class DependencyGraph:
         else:
             gi, go = m.in_channels // m.groups, m.out_channels // m.groups
             for g in range(m.groups):
-                self._tie(np.concatenate([in_atoms[g * gi : (g + 1) * gi], out_atoms[g * go : (g + 1) * go]]),
-                          f"{name}: grouped conv fed by fixed channels")
+                self._tie(
+                    np.concatenate([in_atoms[g * gi : (g + 1) * gi], out_atoms[g * go : (g + 1) * go]]),
+                    f"{name}: grouped conv fed by fixed channels",
+                )
             self.layers.append(Layer(name, out_slot, None, gi, factor, int(np.prod(out_shape[2:]))))
         return self._channel_labels(out_shape, 1, out_atoms, x.batched)
 
@@ -619,8 +695,7 @@ class DependencyGraph:
             # a truly broadcast operand (size 1 where the output is larger) is not coupled to the other
             others = [o for o in arrs if o[0] is not v]
             broadcast = any(
-                tshape[d] == 1 and shape[d] > 1 and any(o[1].shape[d] > 1 for o in others)
-                for d in range(len(shape))
+                tshape[d] == 1 and shape[d] > 1 and any(o[1].shape[d] > 1 for o in others) for d in range(len(shape))
             )
             if broadcast:
                 self.atoms.fix(arr, "broadcast against coupled channels")
@@ -629,8 +704,11 @@ class DependencyGraph:
         if not active:
             return _blank_from_meta(node.meta.get("tensor_meta"))
         if len(active) == 1:
-            return _L(_compress(np.broadcast_to(active[0], _bshape([active[0]], shape)).copy()), shape,
-                      any(v.batched for v in ops))
+            return _L(
+                _compress(np.broadcast_to(active[0], _bshape([active[0]], shape)).copy()),
+                shape,
+                any(v.batched for v in ops),
+            )
         target = _bshape(active, shape)
         A = np.broadcast_to(active[0], target)
         B = np.broadcast_to(active[1], target)
@@ -710,9 +788,7 @@ class DependencyGraph:
         if varying:
             if kind == "chunk" and len(set(sizes)) == 1:
                 # the pruned model splits evenly again: tie the j-th entries of every chunk
-                blocks = x.arr.reshape(
-                    x.arr.shape[:dim] + (len(sizes), sizes[0]) + x.arr.shape[dim + 1 :]
-                )
+                blocks = x.arr.reshape(x.arr.shape[:dim] + (len(sizes), sizes[0]) + x.arr.shape[dim + 1 :])
                 for j in range(sizes[0]):
                     self._tie(np.take(blocks, j, axis=dim + 1).ravel(), f"{node.name}: chunk of fixed channels")
             else:
@@ -851,8 +927,7 @@ class DependencyGraph:
         if len(gin) > 1:
             var = [k for k, d in enumerate(gin) if x.arr.shape[d] > 1]
             roots = self._roots(arr)
-            primary = max(var, key=lambda k: len(np.unique(np.moveaxis(roots, k, 0).reshape(arr.shape[k], -1),
-                                                             axis=0)))
+            primary = max(var, key=lambda k: len(np.unique(np.moveaxis(roots, k, 0).reshape(arr.shape[k], -1), axis=0)))
             moved = np.moveaxis(arr, primary, 0).reshape(arr.shape[primary], -1)
             for row in moved:
                 self._tie(row, f"{node.name}: reshape merging fixed channels")
@@ -887,8 +962,7 @@ class DependencyGraph:
         self.class_normed = np.zeros(self.num_classes, dtype=bool)
         for atoms in self._normed:
             self.class_normed[self.atom_class[atoms[atoms >= 0]]] = True
-        self.slot_classes = [np.where(s.atoms >= 0, self.atom_class[np.maximum(s.atoms, 0)], NONE)
-                             for s in self.slots]
+        self.slot_classes = [np.where(s.atoms >= 0, self.atom_class[np.maximum(s.atoms, 0)], NONE) for s in self.slots]
         # groups: union of producer spaces linked through a class
         space = np.asarray(at.space, dtype=np.int64)
         sp_parent = list(range(len(self._spaces)))
@@ -917,8 +991,10 @@ class DependencyGraph:
         self.groups = []
         producer_modules = {s.module for s in self.slots if s.role == "out"}
         for gi, (r, classes) in enumerate(sorted(by_root.items())):
-            members = sorted({self._spaces[s] for s in range(len(self._spaces)) if sfind(s) == r},
-                             key=lambda m: list(self.modules).index(m) if m in self.modules else 10**9)
+            members = sorted(
+                {self._spaces[s] for s in range(len(self._spaces)) if sfind(s) == r},
+                key=lambda m: list(self.modules).index(m) if m in self.modules else 10**9,
+            )
             classes = sorted(classes)
             for c in classes:
                 self.class_group[c] = gi
@@ -943,8 +1019,10 @@ class DependencyGraph:
     def estimate(self, keep: np.ndarray, dense_macs: int, dense_params: int) -> tuple[int, int]:
         """MACs and parameters after removing the classes where `keep` is False (analytic)."""
         ones = np.ones(self.num_classes, dtype=bool)
-        return (dense_macs - self._layer_macs(ones) + self._layer_macs(keep),
-                dense_params - self._slot_params(ones) + self._slot_params(keep))
+        return (
+            dense_macs - self._layer_macs(ones) + self._layer_macs(keep),
+            dense_params - self._slot_params(ones) + self._slot_params(keep),
+        )
 
     def _layer_macs(self, keep: np.ndarray) -> int:
         counts = self._counts_cache(keep)
@@ -1013,8 +1091,17 @@ class DependencyGraph:
             w = params.get("weight", old.weight)
             per_group_out = old.out_channels // old.groups
             groups = old.groups if old.groups == 1 else w.shape[0] // per_group_out
-            new = type(old)(w.shape[1] * groups, w.shape[0], old.kernel_size, old.stride, old.padding,
-                            old.dilation, groups, old.bias is not None, old.padding_mode)
+            new = type(old)(
+                w.shape[1] * groups,
+                w.shape[0],
+                old.kernel_size,
+                old.stride,
+                old.padding,
+                old.dilation,
+                groups,
+                old.bias is not None,
+                old.padding_mode,
+            )
         elif type(old) is nn.Linear:
             w = params.get("weight", old.weight)
             new = nn.Linear(w.shape[1], w.shape[0], bias=old.bias is not None)
@@ -1035,8 +1122,13 @@ class DependencyGraph:
         if new is None:  # a parameter owned by another module (layer scale, LayerNorm subclass): resize in place
             for p, t in params.items():
                 cur = getattr(old, p)
-                setattr(old, p, nn.Parameter(t.clone(), requires_grad=cur.requires_grad)
-                        if isinstance(cur, nn.Parameter) else t.clone())
+                setattr(
+                    old,
+                    p,
+                    nn.Parameter(t.clone(), requires_grad=cur.requires_grad)
+                    if isinstance(cur, nn.Parameter)
+                    else t.clone(),
+                )
             if isinstance(old, nn.LayerNorm) and "weight" in params:
                 old.normalized_shape = (int(params["weight"].shape[0]),)
             return
@@ -1054,16 +1146,18 @@ class DependencyGraph:
     def report(self) -> dict[str, Any]:
         groups = []
         for g in self.groups:
-            groups.append({
-                "group": g.index,
-                "name": g.name,
-                "layers": g.modules,
-                "channels": g.channels,
-                "units": len(g.classes),
-                "prunable_units": len(g.prunable),
-                "status": "prunable" if g.prunable else "kept whole",
-                "reasons": g.reasons,
-            })
+            groups.append(
+                {
+                    "group": g.index,
+                    "name": g.name,
+                    "layers": g.modules,
+                    "channels": g.channels,
+                    "units": len(g.classes),
+                    "prunable_units": len(g.prunable),
+                    "status": "prunable" if g.prunable else "kept whole",
+                    "reasons": g.reasons,
+                }
+            )
         return {
             "groups": groups,
             "prunable_groups": sum(1 for g in self.groups if g.prunable),

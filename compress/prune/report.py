@@ -9,8 +9,9 @@ from torch import nn
 from compress.prune.graph import analyze
 
 
-def prunable_report(model: Any, input_shape: tuple[int, ...] | None = None, *,
-                    ignore: list[str] | None = None) -> dict[str, Any]:
+def prunable_report(
+    model: Any, input_shape: tuple[int, ...] | None = None, *, ignore: list[str] | None = None
+) -> dict[str, Any]:
     """Coupled channel groups of `model` (a `Model` or an `nn.Module` with `input_shape`).
 
     Returns {"rows": [...], "summary": {...}, "opaque_modules": [...], "notes": [...]}; each row is a
@@ -28,12 +29,19 @@ def prunable_report(model: Any, input_shape: tuple[int, ...] | None = None, *,
     rows = []
     for g in report["groups"]:
         layers = g["layers"]
-        rows.append({
-            "group": g["group"], "name": g["name"], "layers": len(layers),
-            "layer_names": layers[:6] + (["..."] if len(layers) > 6 else []),
-            "channels": g["channels"], "units": g["units"], "prunable_units": g["prunable_units"],
-            "status": g["status"], "reasons": g["reasons"],
-        })
+        rows.append(
+            {
+                "group": g["group"],
+                "name": g["name"],
+                "layers": len(layers),
+                "layer_names": layers[:6] + (["..."] if len(layers) > 6 else []),
+                "channels": g["channels"],
+                "units": g["units"],
+                "prunable_units": g["prunable_units"],
+                "status": g["status"],
+                "reasons": g["reasons"],
+            }
+        )
     conv_linear = [n for n, m in module.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
     in_prunable = {layer for g in report["groups"] if g["prunable_units"] for layer in g["layers"]}
     summary = {

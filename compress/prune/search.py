@@ -91,8 +91,15 @@ def keep_for(graph: DependencyGraph, score: np.ndarray, ratios: dict[int, float]
     return graph.repair(keep, score)
 
 
-def sample_ratios(graph: DependencyGraph, score: np.ndarray, stage_map: dict[int, list[int]], u: np.ndarray,
-                  target: float, dense_macs: int, config: SearchConfig) -> tuple[dict[int, float], np.ndarray, float]:
+def sample_ratios(
+    graph: DependencyGraph,
+    score: np.ndarray,
+    stage_map: dict[int, list[int]],
+    u: np.ndarray,
+    target: float,
+    dense_macs: int,
+    config: SearchConfig,
+) -> tuple[dict[int, float], np.ndarray, float]:
     """Scale the stage weights `u` so the pruned model meets the MACs budget (bisection on alpha)."""
     groups = list(stage_map.values())
 
@@ -144,17 +151,32 @@ def search(model: Model, config: SearchConfig, ctx: Context) -> Result:
             raise RecipeError(f"{model.name}: the dependency analysis is not deterministic; cannot search")
         remove_units(g, keep, score, shape, verify=False)
         macs, params = measure(cand.module, shape)
-        metrics = finetune(cand.module, ctx, sample_cfg, teacher=teacher, name=f"sample{i}",
-                           temperature=config.distill_temperature, alpha=config.distill_alpha)
+        metrics = finetune(
+            cand.module,
+            ctx,
+            sample_cfg,
+            teacher=teacher,
+            name=f"sample{i}",
+            temperature=config.distill_temperature,
+            alpha=config.distill_alpha,
+        )
         if not metrics:
-            metrics = {f"val_{k}": v for k, v in evaluate(cand.module, ctx.data.val, ctx.data.task).items()
-                       if k != "samples"}
+            metrics = {
+                f"val_{k}": v for k, v in evaluate(cand.module, ctx.data.val, ctx.data.task).items() if k != "samples"
+            }
         primary = primary or ("val_accuracy" if "val_accuracy" in metrics else "val_psnr")
         widths = {gr.name: int(sum(keep[c] for c in gr.classes)) for gr in graph.groups if gr.prunable}
         stage_ratios = {str(pos): round(float(ratios[gs[0]]), 4) for pos, gs in stage_map.items()}
-        record = {"sample": i, "stage_removal": stage_ratios, "widths": widths, "macs": macs, "params": params,
-                  "macs_ratio": macs / max(dense_macs, 1), "params_ratio": params / max(dense_params, 1),
-                  **metrics}
+        record = {
+            "sample": i,
+            "stage_removal": stage_ratios,
+            "widths": widths,
+            "macs": macs,
+            "params": params,
+            "macs_ratio": macs / max(dense_macs, 1),
+            "params_ratio": params / max(dense_params, 1),
+            **metrics,
+        }
         records.append(record)
         value = metrics.get(primary, -np.inf)
         if value > best[0]:
@@ -163,12 +185,23 @@ def search(model: Model, config: SearchConfig, ctx: Context) -> Result:
     best_record = max(records, key=lambda r: r.get(primary, -np.inf))
     final = copy.deepcopy(config.finetune)
     final.epochs = config.final_epochs
-    final_metrics = finetune(winner.module, ctx, final, teacher=teacher, name="final",
-                             temperature=config.distill_temperature, alpha=config.distill_alpha)
+    final_metrics = finetune(
+        winner.module,
+        ctx,
+        final,
+        teacher=teacher,
+        name="final",
+        temperature=config.distill_temperature,
+        alpha=config.distill_alpha,
+    )
     metrics = {
-        "macs_before": dense_macs, "macs_after": best_record["macs"], "macs_ratio": best_record["macs_ratio"],
-        "params_before": dense_params, "params_after": best_record["params"],
-        "params_ratio": best_record["params_ratio"], "best_sample": best_record["sample"],
+        "macs_before": dense_macs,
+        "macs_after": best_record["macs"],
+        "macs_ratio": best_record["macs_ratio"],
+        "params_before": dense_params,
+        "params_after": best_record["params"],
+        "params_ratio": best_record["params_ratio"],
+        "best_sample": best_record["sample"],
         "stages": {str(k): len(v) for k, v in stage_map.items()},
         "samples": [{k: v for k, v in r.items() if k != "widths"} for r in records],
     }

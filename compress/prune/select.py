@@ -35,9 +35,14 @@ def _per_index(t: torch.Tensor, dim: int, kind: str) -> np.ndarray:
     return v.cpu().numpy().astype(np.float64)
 
 
-def _accumulate(graph: DependencyGraph, kind: str, roles: tuple[str, ...], params: tuple[str, ...] | None,
-                tensors: dict[int, torch.Tensor] | None = None,
-                normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _accumulate(
+    graph: DependencyGraph,
+    kind: str,
+    roles: tuple[str, ...],
+    params: tuple[str, ...] | None,
+    tensors: dict[int, torch.Tensor] | None = None,
+    normalise: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     score = np.zeros(graph.num_classes)
     count = np.zeros(graph.num_classes)
     for i, (slot, sc) in enumerate(zip(graph.slots, graph.slot_classes, strict=True)):
@@ -56,8 +61,9 @@ def _accumulate(graph: DependencyGraph, kind: str, roles: tuple[str, ...], param
     return score, count
 
 
-def importance(graph: DependencyGraph, kind: str, *, data: Any = None, batches: int = 4,
-               batch_size: int = 32) -> np.ndarray:
+def importance(
+    graph: DependencyGraph, kind: str, *, data: Any = None, batches: int = 4, batch_size: int = 32
+) -> np.ndarray:
     """A score per unit (higher: more important)."""
     if kind not in IMPORTANCES:
         raise RecipeError(f"unknown importance '{kind}'; available: {', '.join(IMPORTANCES)}")
@@ -103,7 +109,7 @@ def _taylor(graph: DependencyGraph, data: Any, batches: int, batch_size: int) ->
     for i, slot in enumerate(graph.slots):
         t = _slot_tensor(graph, slot)
         if isinstance(t, torch.nn.Parameter) and t.grad is not None:
-            products[i] = (t.detach() * t.grad.detach())
+            products[i] = t.detach() * t.grad.detach()
         else:
             products[i] = None
     module.zero_grad(set_to_none=True)
@@ -160,8 +166,9 @@ def _global_order(graph: DependencyGraph, score: np.ndarray, max_group_ratio: fl
     return allowed[np.argsort(norm[allowed], kind="stable")]
 
 
-def keep_global(graph: DependencyGraph, score: np.ndarray, n_remove: int, order: np.ndarray,
-                round_to: int = 1) -> np.ndarray:
+def keep_global(
+    graph: DependencyGraph, score: np.ndarray, n_remove: int, order: np.ndarray, round_to: int = 1
+) -> np.ndarray:
     keep = np.ones(graph.num_classes, dtype=bool)
     keep[order[:n_remove]] = False
     if round_to > 1:

@@ -93,7 +93,7 @@ class _BitwiseWeight(nn.Module):
         self.register_buffer("alpha", torch.ones(()))
         mask = torch.zeros(bits - 1)
         if trained > 1:  # the sign is the first trained bit, then magnitude bits from the top
-            mask[bits - 1 - (trained - 1):] = 1.0
+            mask[bits - 1 - (trained - 1) :] = 1.0
         self.register_buffer("bit_mask", mask, persistent=False)
         self.sign_trained = trained >= 1
 
@@ -132,27 +132,58 @@ class _BitwiseWeight(nn.Module):
 class BitwiseConv2d(_BitwiseWeight):
     """A Conv2d whose weight is alpha * sign * sum_i H(b_i) 2^i."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: list[int], stride: list[int],
-                 padding: list[int], dilation: list[int], groups: int, bias: bool, bits: int,
-                 trained_bits: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: list[int],
+        stride: list[int],
+        padding: list[int],
+        dilation: list[int],
+        groups: int,
+        bias: bool,
+        bits: int,
+        trained_bits: int,
+    ) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride, self.padding, self.dilation = (list(kernel_size), list(stride),
-                                                                      list(padding), list(dilation))
+        self.kernel_size, self.stride, self.padding, self.dilation = (
+            list(kernel_size),
+            list(stride),
+            list(padding),
+            list(dilation),
+        )
         self._init_bits([out_channels, in_channels // groups, *kernel_size], bits, trained_bits)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
     def get_config(self) -> dict[str, Any]:
-        return {"in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": self.kernel_size,
-                "stride": self.stride, "padding": self.padding, "dilation": self.dilation, "groups": self.groups,
-                "bias": self.bias is not None, "bits": self.bits, "trained_bits": self.trained_bits}
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "groups": self.groups,
+            "bias": self.bias is not None,
+            "bits": self.bits,
+            "trained_bits": self.trained_bits,
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def to_float(self) -> nn.Conv2d:
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
-                         self.dilation, self.groups, self.bias is not None)
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            self.bias is not None,
+        )
         with torch.no_grad():
             conv.weight.copy_(self.weight())
             if self.bias is not None:
@@ -170,8 +201,13 @@ class BitwiseLinear(_BitwiseWeight):
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def get_config(self) -> dict[str, Any]:
-        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
-                "bits": self.bits, "trained_bits": self.trained_bits}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias is not None,
+            "bits": self.bits,
+            "trained_bits": self.trained_bits,
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight(), self.bias)
@@ -218,9 +254,18 @@ def to_bitwise(module: nn.Module, config: BitwiseConfig) -> list[str]:
         if isinstance(layer, nn.Conv2d):
             if isinstance(layer.padding, str):
                 raise RecipeError(f"{name}: bit-wise layers need numeric padding")
-            new: _BitwiseWeight = BitwiseConv2d(layer.in_channels, layer.out_channels, list(layer.kernel_size),
-                                                list(layer.stride), list(layer.padding), list(layer.dilation),
-                                                layer.groups, layer.bias is not None, config.bits, trained)
+            new: _BitwiseWeight = BitwiseConv2d(
+                layer.in_channels,
+                layer.out_channels,
+                list(layer.kernel_size),
+                list(layer.stride),
+                list(layer.padding),
+                list(layer.dilation),
+                layer.groups,
+                layer.bias is not None,
+                config.bits,
+                trained,
+            )
         else:
             new = BitwiseLinear(layer.in_features, layer.out_features, layer.bias is not None, config.bits, trained)
         w = layer.weight.detach()
@@ -268,17 +313,27 @@ def export_bitwise_onnx(model: Model, path: str | Path) -> dict[str, Any]:
 
     module = model.module.eval()
     plain = _plain_copy(module)
-    ints = {f"{n}.weight": (m.int8_weight().numpy(), float(m.alpha)) for n, m in module.named_modules()
-            if isinstance(m, _BitwiseWeight)}
+    ints = {
+        f"{n}.weight": (m.int8_weight().numpy(), float(m.alpha))
+        for n, m in module.named_modules()
+        if isinstance(m, _BitwiseWeight)
+    }
     example = torch.rand(2, *model.input_shape, generator=torch.Generator().manual_seed(0))
     path = Path(path)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         # no constant folding: the initializers keep the parameter names (BatchNorm stays unfolded)
-        torch.onnx.export(plain, (example,), str(path), dynamo=False, opset_version=17,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                          do_constant_folding=False)
+        torch.onnx.export(
+            plain,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            do_constant_folding=False,
+        )
     onnx_model = onnx.load(str(path))
     graph = onnx_model.graph
     replaced = 0
@@ -292,14 +347,23 @@ def export_bitwise_onnx(model: Model, path: str | Path) -> dict[str, Any]:
             raise BackendError(f"{init.name}: exported weight is not alpha * integers")
         graph.initializer.remove(init)
         out_ch = q.shape[0]
-        graph.initializer.extend([
-            numpy_helper.from_array(q, f"{init.name}_int8"),
-            numpy_helper.from_array(np.full(out_ch, alpha, np.float32), f"{init.name}_scale"),
-            numpy_helper.from_array(np.zeros(out_ch, np.int8), f"{init.name}_zp"),
-        ])
-        graph.node.insert(0, helper.make_node(
-            "DequantizeLinear", [f"{init.name}_int8", f"{init.name}_scale", f"{init.name}_zp"], [init.name],
-            name=f"DequantizeLinear_{init.name}", axis=0))
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(q, f"{init.name}_int8"),
+                numpy_helper.from_array(np.full(out_ch, alpha, np.float32), f"{init.name}_scale"),
+                numpy_helper.from_array(np.zeros(out_ch, np.int8), f"{init.name}_zp"),
+            ]
+        )
+        graph.node.insert(
+            0,
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{init.name}_int8", f"{init.name}_scale", f"{init.name}_zp"],
+                [init.name],
+                name=f"DequantizeLinear_{init.name}",
+                axis=0,
+            ),
+        )
         replaced += 1
     if replaced != len(ints):
         raise BackendError(f"ONNX export kept {replaced} of {len(ints)} bit-wise weights as named initializers")
@@ -333,8 +397,15 @@ def bitwise(model: Model, config: BitwiseConfig, ctx: Context) -> Result:
     out.input_shape = tuple(ctx.data.input_shape)
     names = to_bitwise(out.module, config)
     before = weight_sparsity(out.module)["sparsity"]
-    tc = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, optimizer="adam", lr=config.lr,
-                     weight_decay=0.0, seed=config.seed, eval_every=0)
+    tc = TrainConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        optimizer="adam",
+        lr=config.lr,
+        weight_decay=0.0,
+        seed=config.seed,
+        eval_every=0,
+    )
     result = train(out.module, ctx.data, tc, checkpoint=ctx.checkpoint("bitwise"), description="bitwise")
     out = out.with_step(out.module, {"technique": "quantize", "method": "bitwise", "params": to_dict(config)})
     folder = workdir(ctx, "bitwise")
@@ -346,10 +417,14 @@ def bitwise(model: Model, config: BitwiseConfig, ctx: Context) -> Result:
     metrics: dict[str, Any] = {
         **{k: v for k, v in ort_metrics(onnx_path, ctx.data).items() if k != "samples"},
         "torch_" + next(iter(result.metrics)): next(iter(result.metrics.values())),
-        "sparsity": sp["sparsity"], "initial_sparsity": before, "zero_weights": sp["zero_weights"],
+        "sparsity": sp["sparsity"],
+        "initial_sparsity": before,
+        "zero_weights": sp["zero_weights"],
         "bits_per_weight": config.bits + 32 * len(names) / max(n_weights, 1),
         "trained_bits": trainable_count(config.train_bits, config.bits),
-        "size_bytes": file_size(onnx_path), "checkpoint_bytes": file_size(ckpt),
-        "onnx_max_abs_diff": parity["max_abs_diff"], "layers": len(names),
+        "size_bytes": file_size(onnx_path),
+        "checkpoint_bytes": file_size(ckpt),
+        "onnx_max_abs_diff": parity["max_abs_diff"],
+        "layers": len(names),
     }
     return Result(model=out, onnx=onnx_path, metrics=metrics)  # the pipeline saves `out` as model.pt

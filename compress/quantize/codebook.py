@@ -157,9 +157,19 @@ class _CodebookWeight(nn.Module):
 class CodebookConv2d(_CodebookWeight):
     """A Conv2d whose weight is stored as packed codebook indices."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: list[int], stride: list[int],
-                 padding: list[int], dilation: list[int], groups: int, bias: bool, bits: int,
-                 codebook_groups: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: list[int],
+        stride: list[int],
+        padding: list[int],
+        dilation: list[int],
+        groups: int,
+        bias: bool,
+        bits: int,
+        codebook_groups: int,
+    ) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.conv_groups = in_channels, out_channels, groups
         self.kernel_size, self.stride = list(kernel_size), list(stride)
@@ -171,21 +181,40 @@ class CodebookConv2d(_CodebookWeight):
     def from_conv(cls, conv: nn.Conv2d, bits: int, codebook_groups: int) -> CodebookConv2d:
         if isinstance(conv.padding, str):
             raise RecipeError("codebook quantization needs numeric conv padding")
-        m = cls(conv.in_channels, conv.out_channels, list(conv.kernel_size), list(conv.stride), list(conv.padding),
-                list(conv.dilation), conv.groups, conv.bias is not None, bits, codebook_groups)
+        m = cls(
+            conv.in_channels,
+            conv.out_channels,
+            list(conv.kernel_size),
+            list(conv.stride),
+            list(conv.padding),
+            list(conv.dilation),
+            conv.groups,
+            conv.bias is not None,
+            bits,
+            codebook_groups,
+        )
         if conv.bias is not None:
             m.bias.data.copy_(conv.bias.data)
         return m
 
     def get_config(self) -> dict[str, Any]:
-        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
-                "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding,
-                "dilation": self.dilation, "groups": self.conv_groups, "bias": self.bias is not None,
-                "bits": self.bits, "codebook_groups": self.groups}
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "groups": self.conv_groups,
+            "bias": self.bias is not None,
+            "bits": self.bits,
+            "codebook_groups": self.groups,
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.dequantized_weight(), self.bias, self.stride, self.padding, self.dilation,
-                        self.conv_groups)
+        return F.conv2d(
+            x, self.dequantized_weight(), self.bias, self.stride, self.padding, self.dilation, self.conv_groups
+        )
 
 
 class CodebookLinear(_CodebookWeight):
@@ -205,8 +234,13 @@ class CodebookLinear(_CodebookWeight):
         return m
 
     def get_config(self) -> dict[str, Any]:
-        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
-                "bits": self.bits, "codebook_groups": self.groups}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias is not None,
+            "bits": self.bits,
+            "codebook_groups": self.groups,
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.dequantized_weight(), self.bias)
@@ -285,8 +319,9 @@ def reconstruction_error(layer: nn.Module, inputs: torch.Tensor, weight: torch.T
         return float(F.mse_loss(_apply(layer, inputs, weight), _apply(layer, inputs, layer.weight)))
 
 
-def jlcm_layer(layer: nn.Module, inputs: torch.Tensor, bits: int, groups: int, config: CodebookConfig,
-               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]:
+def jlcm_layer(
+    layer: nn.Module, inputs: torch.Tensor, bits: int, groups: int, config: CodebookConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]:
     """Jointly learned codebooks and assignments for one layer: (indices, group ids, codebooks, stats)."""
     w = layer.weight.detach()
     gid = group_channels(w, groups)
@@ -298,8 +333,9 @@ def jlcm_layer(layer: nn.Module, inputs: torch.Tensor, bits: int, groups: int, c
     scale = float(w.std()) + 1e-12
     latent = nn.Parameter(w.clone())
     codebooks = nn.Parameter(cb0.clone())
-    opt = torch.optim.Adam([{"params": [latent], "lr": config.lr * scale},
-                            {"params": [codebooks], "lr": config.codebook_lr * scale}])
+    opt = torch.optim.Adam(
+        [{"params": [latent], "lr": config.lr * scale}, {"params": [codebooks], "lr": config.codebook_lr * scale}]
+    )
     with torch.no_grad():
         targets = _apply(layer, inputs, w)
     n = inputs.shape[0]
@@ -308,8 +344,11 @@ def jlcm_layer(layer: nn.Module, inputs: torch.Tensor, bits: int, groups: int, c
         with torch.no_grad():
             cb_sorted = codebooks.detach()
             idx = assign(latent.detach(), gid, cb_sorted)
-            gap = (cb_sorted[:, 1:] - cb_sorted[:, :-1]).abs().mean(1).clamp_min(1e-12) if cb_sorted.shape[1] > 1 \
+            gap = (
+                (cb_sorted[:, 1:] - cb_sorted[:, :-1]).abs().mean(1).clamp_min(1e-12)
+                if cb_sorted.shape[1] > 1
                 else torch.ones(cb_sorted.shape[0])
+            )
             near = dequantize(idx, gid, cb_sorted, w.shape)
             dist = (latent.detach() - near).abs()
             prox = torch.exp(-dist / (config.sigma * gap[gid].reshape(-1, *[1] * (w.ndim - 1))))
@@ -365,8 +404,9 @@ def _layer_inputs(module: nn.Module, layer: nn.Module, batches: list[torch.Tenso
     return torch.cat(captured)
 
 
-def quantize_codebook(model: Model, config: CodebookConfig, batches: list[torch.Tensor] | None,
-                      *, learn: bool = True) -> tuple[Model, dict[str, Any]]:
+def quantize_codebook(
+    model: Model, config: CodebookConfig, batches: list[torch.Tensor] | None, *, learn: bool = True
+) -> tuple[Model, dict[str, Any]]:
     """Replace every Conv2d/Linear (not skipped) by its codebook layer; returns the new model and stats."""
     out = model.copy()
     module = out.module.eval()
@@ -390,8 +430,12 @@ def quantize_codebook(model: Model, config: CodebookConfig, batches: list[torch.
         weights_total += layer.weight.numel()
     if not weights_total:
         raise RecipeError("no Conv2d/Linear layer left to quantize (check `skip`)")
-    return out, {"layers": stats, "quantized_weights": weights_total,
-                 "bits_per_weight": bits_total / weights_total, "quantized_bytes": math.ceil(bits_total / 8)}
+    return out, {
+        "layers": stats,
+        "quantized_weights": weights_total,
+        "bits_per_weight": bits_total / weights_total,
+        "quantized_bytes": math.ceil(bits_total / 8),
+    }
 
 
 def export_codebook_onnx(model: Model, path, *, opset: int = 17) -> dict[str, Any]:
@@ -407,10 +451,17 @@ def export_codebook_onnx(model: Model, path, *, opset: int = 17) -> dict[str, An
     example = torch.rand(2, *model.input_shape, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                          do_constant_folding=False)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            do_constant_folding=False,
+        )
     parity = check_parity(module, path, model.input_shape, ExportConfig(atol=1e-4, rtol=1e-4), task=model.task)
     if not parity["ok"]:
         raise BackendError(f"codebook ONNX parity failed: max abs diff {parity['max_abs_diff']:.3g}")

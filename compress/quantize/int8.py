@@ -184,8 +184,11 @@ def _quiet():
     nncf_logger = logging.getLogger("nncf")
     level = nncf_logger.level
     nncf_logger.setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
         warnings.simplefilter("ignore")
         try:
             yield
@@ -270,8 +273,9 @@ def to_signed_int8(path: Path) -> int:
     return count
 
 
-def _quantize_onnx(float_path: Path, out: Path, calib: list[torch.Tensor], config: Int8Config,
-                   ignored: list[str]) -> None:
+def _quantize_onnx(
+    float_path: Path, out: Path, calib: list[torch.Tensor], config: Int8Config, ignored: list[str]
+) -> None:
     nncf = _nncf()
     import onnx
 
@@ -303,7 +307,8 @@ class _NativeFakeQuant(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.axis is None:
             return torch.fake_quantize_per_tensor_affine(
-                x, float(self.scale[0]), int(self.zero_point[0]), self.qmin, self.qmax)
+                x, float(self.scale[0]), int(self.zero_point[0]), self.qmin, self.qmax
+            )
         return torch.fake_quantize_per_channel_affine(x, self.scale, self.zero_point, self.axis, self.qmin, self.qmax)
 
 
@@ -321,8 +326,9 @@ def _to_native(quantizer: nn.Module) -> _NativeFakeQuant:
     return native
 
 
-def _quantize_torch(base: Model, out: Path, calib: list[torch.Tensor], config: Int8Config, ignored: list[str],
-                    ctx: Context) -> None:
+def _quantize_torch(
+    base: Model, out: Path, calib: list[torch.Tensor], config: Int8Config, ignored: list[str], ctx: Context
+) -> None:
     nncf = _nncf()
     from nncf.torch.function_hook.wrapper import get_hook_storage
     from nncf.torch.quantization.layers import BaseQuantizer
@@ -337,8 +343,16 @@ def _quantize_torch(base: Model, out: Path, calib: list[torch.Tensor], config: I
     if config.qat_epochs > 0:
         from compress.train.loop import TrainConfig, train
 
-        tc = TrainConfig(epochs=config.qat_epochs, batch_size=config.batch_size, optimizer="adam", lr=config.qat_lr,
-                         weight_decay=0.0, schedule="cosine", seed=config.seed, eval_every=0)
+        tc = TrainConfig(
+            epochs=config.qat_epochs,
+            batch_size=config.batch_size,
+            optimizer="adam",
+            lr=config.qat_lr,
+            weight_decay=0.0,
+            schedule="cosine",
+            seed=config.seed,
+            eval_every=0,
+        )
         train(q, ctx.data, tc, checkpoint=ctx.checkpoint("qat"), description="qat")
     q.eval()
     storage = get_hook_storage(q)
@@ -348,8 +362,11 @@ def _quantize_torch(base: Model, out: Path, calib: list[torch.Tensor], config: I
                 if hook.num_bits != 8:
                     raise CompressError(f"unexpected {hook.num_bits}-bit quantizer at {name}")
                 storage.set_submodule(name, _to_native(hook))
-    export_onnx(Model(q, base.arch, base.input_shape, base.task), out,
-                ExportConfig(exporter="torchscript", opset=17, atol=5e-2, rtol=5e-2, min_top1_agreement=0.9))
+    export_onnx(
+        Model(q, base.arch, base.input_shape, base.task),
+        out,
+        ExportConfig(exporter="torchscript", opset=17, atol=5e-2, rtol=5e-2, min_top1_agreement=0.9),
+    )
     fold_weight_quantizers(out)
     if config.target == "tensorrt":
         to_signed_int8(out)

@@ -125,8 +125,7 @@ def check_qdq_model(model: Any, target: str = "tensorrt") -> dict[str, Any]:
                     out_ch = _out_channels(use, consts, producer, node)
                     if out_ch is None or out_ch > 1:
                         violations.append(
-                            f"{label}: weight of {name_of(use[0])} quantized per tensor; "
-                            "TensorRT needs per-channel"
+                            f"{label}: weight of {name_of(use[0])} quantized per tensor; TensorRT needs per-channel"
                         )
         elif node.op_type == "QuantizeLinear" or _op(producer.get(node.input[0])) != "QuantizeLinear":
             if per_channel:
@@ -165,8 +164,11 @@ def check_qdq_model(model: Any, target: str = "tensorrt") -> dict[str, Any]:
         "dequantize_linear": n_dq,
         "dtypes": dict(dtypes),
         "symmetric": symmetric,
-        "weights": {"per_channel": weights["per_channel"], "per_tensor": weights["per_tensor"],
-                    "axes": {str(k): v for k, v in sorted(weights["axes"].items())}},
+        "weights": {
+            "per_channel": weights["per_channel"],
+            "per_tensor": weights["per_tensor"],
+            "axes": {str(k): v for k, v in sorted(weights["axes"].items())},
+        },
         "activations": dict(acts),
         "compute_nodes": len(compute),
         "quantized_compute_nodes": len(quantized),
@@ -187,8 +189,19 @@ def onnx_attr(a: Any) -> Any:
     return helper.get_attribute_value(a)
 
 
-_ONNX_TYPES = {2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 21: "uint4", 22: "int4",
-               17: "float8e4m3fn", 18: "float8e4m3fnuz", 19: "float8e5m2", 20: "float8e5m2fnuz"}
+_ONNX_TYPES = {
+    2: "uint8",
+    3: "int8",
+    4: "uint16",
+    5: "int16",
+    6: "int32",
+    21: "uint4",
+    22: "int4",
+    17: "float8e4m3fn",
+    18: "float8e4m3fnuz",
+    19: "float8e5m2",
+    20: "float8e5m2fnuz",
+}
 
 
 def _qtype(node, zp, consts, attrs) -> str:

@@ -52,15 +52,37 @@ def _row(name: str, path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         "size_bytes": m.get("size_bytes"),
         "bits_per_weight": m.get("bits_per_weight", 32.0 if m.get("params") else None),
         "sparsity": m.get("sparsity"),
-        "latency": {k: lat.get(k) for k in ("n", "mean_ms", "std_ms", "cov", "min_ms", "p50_ms", "p90_ms",
-                                            "p95_ms", "p99_ms", "max_ms", "batch_size")} if lat else None,
+        "latency": {
+            k: lat.get(k)
+            for k in (
+                "n",
+                "mean_ms",
+                "std_ms",
+                "cov",
+                "min_ms",
+                "p50_ms",
+                "p90_ms",
+                "p95_ms",
+                "p99_ms",
+                "max_ms",
+                "batch_size",
+            )
+        }
+        if lat
+        else None,
         "throughput": lat.get("throughput"),
         "runtime": m.get("runtime"),
     }
 
 
-def build_report(paths: list[str | Path], out: str | Path, *, baseline: str | None = None,
-                 title: str = "compress report", plot: bool = True) -> dict[str, Any]:
+def build_report(
+    paths: list[str | Path],
+    out: str | Path,
+    *,
+    baseline: str | None = None,
+    title: str = "compress report",
+    plot: bool = True,
+) -> dict[str, Any]:
     """Write report.json, report.md and pareto.png for the variants in `paths` into `out`."""
     from compress.env import environment
 
@@ -109,11 +131,15 @@ def pareto_front(rows: list[dict[str, Any]]) -> list[str]:
 
 def markdown(report: dict[str, Any]) -> str:
     metric = report["metric"]
-    lines = [f"# {report['title']}", "",
-             f"Baseline: **{report['baseline']}**. Metric and latency measured through the deployed ONNX model "
-             f"({_runtime(report)}). Pareto-optimal variants are marked ★.", "",
-             f"| variant | steps | {metric} | Δ | p50 ms | p90 ms | p99 ms | speedup | size | params | MACs | bits/w |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# {report['title']}",
+        "",
+        f"Baseline: **{report['baseline']}**. Metric and latency measured through the deployed ONNX model "
+        f"({_runtime(report)}). Pareto-optimal variants are marked ★.",
+        "",
+        f"| variant | steps | {metric} | Δ | p50 ms | p90 ms | p99 ms | speedup | size | params | MACs | bits/w |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in report["variants"]:
         lat = r["latency"] or {}
         star = " ★" if r["name"] in report["pareto"] else ""
@@ -124,9 +150,14 @@ def markdown(report: dict[str, Any]) -> str:
             f"{fmt_count(r['params'])} | {fmt_count(r['macs'])} | {_f(r['bits_per_weight'], 1)} |"
         )
     env = report["environment"]
-    lines += ["", "![accuracy vs latency](pareto.png)" if report.get("plot") else "", "",
-              f"Machine: {env['machine'].get('cpu')} ({env['machine'].get('logical_cores')} logical cores); "
-              + ", ".join(f"{k} {v}" for k, v in env["versions"].items()), ""]
+    lines += [
+        "",
+        "![accuracy vs latency](pareto.png)" if report.get("plot") else "",
+        "",
+        f"Machine: {env['machine'].get('cpu')} ({env['machine'].get('logical_cores')} logical cores); "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -134,8 +165,10 @@ def _runtime(report: dict[str, Any]) -> str:
     for r in report["variants"]:
         rt = r.get("runtime") or {}
         if rt:
-            return f"{rt.get('backend')} {rt.get('version')}, {', '.join(rt.get('providers', []))}, " \
-                   f"{rt.get('intra_op_threads')} threads, batch {(r['latency'] or {}).get('batch_size')}"
+            return (
+                f"{rt.get('backend')} {rt.get('version')}, {', '.join(rt.get('providers', []))}, "
+                f"{rt.get('intra_op_threads')} threads, batch {(r['latency'] or {}).get('batch_size')}"
+            )
     return "not benchmarked"
 
 

@@ -29,13 +29,28 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> P
         for r, s in zip(pts, sizes, strict=False):
             x, y = r["latency"]["p50_ms"], r["value"] * scale
             on = r["name"] in front
-            ax.scatter(x, y, s=60 + 900 * (s / biggest), alpha=0.55 if on else 0.3,
-                       color="tab:blue" if on else "tab:gray", edgecolor="black", linewidth=0.6, zorder=3)
+            ax.scatter(
+                x,
+                y,
+                s=60 + 900 * (s / biggest),
+                alpha=0.55 if on else 0.3,
+                color="tab:blue" if on else "tab:gray",
+                edgecolor="black",
+                linewidth=0.6,
+                zorder=3,
+            )
             ax.annotate(f"{r['name']}\n{_size(s)}", (x, y), textcoords="offset points", xytext=(8, 6), fontsize=8)
         fr = sorted((r["latency"]["p50_ms"], r["value"] * scale) for r in pts if r["name"] in front)
         if len(fr) > 1:
-            ax.step([p[0] for p in fr], [p[1] for p in fr], where="post", color="tab:blue", linewidth=1.5,
-                    label="Pareto frontier", zorder=2)
+            ax.step(
+                [p[0] for p in fr],
+                [p[1] for p in fr],
+                where="post",
+                color="tab:blue",
+                linewidth=1.5,
+                label="Pareto frontier",
+                zorder=2,
+            )
             ax.legend(loc="lower right", fontsize=8)
     else:
         ax.text(0.5, 0.5, "no variant has both latency and metric", ha="center", transform=ax.transAxes)

@@ -12,9 +12,18 @@ def rich_table(report: dict[str, Any]):
 
     metric = report["metric"]
     t = Table(title=report["title"], caption=f"baseline: {report['baseline']}  ★ Pareto-optimal")
-    for col, justify in (("variant", "left"), ("steps", "left"), (metric, "right"), ("Δ", "right"),
-                         ("p50 ms", "right"), ("p99 ms", "right"), ("speedup", "right"), ("size", "right"),
-                         ("params", "right"), ("MACs", "right")):
+    for col, justify in (
+        ("variant", "left"),
+        ("steps", "left"),
+        (metric, "right"),
+        ("Δ", "right"),
+        ("p50 ms", "right"),
+        ("p99 ms", "right"),
+        ("speedup", "right"),
+        ("size", "right"),
+        ("params", "right"),
+        ("MACs", "right"),
+    ):
         t.add_column(col, justify=justify)
     for r in report["variants"]:
         lat = r["latency"] or {}
@@ -40,13 +49,27 @@ def latency_table(result: dict[str, Any], title: str):
     t.add_column("figure")
     t.add_column("value", justify="right")
     lat = result["latency"]
-    for k in ("n", "batch_size", "mean_ms", "std_ms", "cov", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
-              "max_ms", "throughput"):
+    for k in (
+        "n",
+        "batch_size",
+        "mean_ms",
+        "std_ms",
+        "cov",
+        "min_ms",
+        "p50_ms",
+        "p90_ms",
+        "p95_ms",
+        "p99_ms",
+        "max_ms",
+        "throughput",
+    ):
         v = lat[k]
         t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
     for k, v in (result.get("metrics") or {}).items():
         t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
     rt = result.get("runtime", {})
-    t.caption = f"{rt.get('backend')} {rt.get('version')} · {', '.join(rt.get('providers', []))} · " \
-                f"{rt.get('intra_op_threads')} threads"
+    t.caption = (
+        f"{rt.get('backend')} {rt.get('version')} · {', '.join(rt.get('providers', []))} · "
+        f"{rt.get('intra_op_threads')} threads"
+    )
     return t

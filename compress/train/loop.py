@@ -176,8 +176,7 @@ def train(
     world, rank, local_rank = _dist_env()
     device = _device(config.device, local_rank)
     with _determinism(device.type == "cuda" and config.deterministic):
-        return _train(module, data, config, objective, checkpoint, description, show_progress,
-                      world, rank, device)
+        return _train(module, data, config, objective, checkpoint, description, show_progress, world, rank, device)
 
 
 @contextlib.contextmanager
@@ -187,9 +186,14 @@ def _determinism(on: bool):
         yield
         return
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
-             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    saved = (
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+    )
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
@@ -266,8 +270,12 @@ def _train(module, data, config, objective, checkpoint, description, show_progre
                 bar.advance(1, epoch=epoch + 1, loss=float(loss.detach()), **{k: float(v) for k, v in logs.items()})
                 end_of_epoch = step % steps_per_epoch == 0
                 if end_of_epoch:
-                    record = {"epoch": epoch + 1, "step": step, "loss": float(loss.detach()),
-                              "lr": scheduler.get_last_lr()[0]}
+                    record = {
+                        "epoch": epoch + 1,
+                        "step": step,
+                        "loss": float(loss.detach()),
+                        "lr": scheduler.get_last_lr()[0],
+                    }
                     last = step == total_steps
                     if rank == 0 and (last or (config.eval_every and (epoch + 1) % config.eval_every == 0)):
                         metrics = evaluate(module, data.val, data.task, device=device)

@@ -127,9 +127,7 @@ def test_inconclusive_exit_3(onnx_pair, tmp_path, monkeypatch):
 
     monkeypatch.setattr(gate, "measure_ab", noisy)
     a, _ = onnx_pair
-    out = CliRunner().invoke(
-        _app(), ["check", "-a", str(a), "-b", str(a), "--json", str(tmp_path / "c.json"), *FAST]
-    )
+    out = CliRunner().invoke(_app(), ["check", "-a", str(a), "-b", str(a), "--json", str(tmp_path / "c.json"), *FAST])
     assert out.exit_code == 3, out.output
     data = json.loads((tmp_path / "c.json").read_text())
     assert data["status"] == "inconclusive" and "--rounds" in data["latency"]["advice"]

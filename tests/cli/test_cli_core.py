@@ -25,7 +25,10 @@ def assert_user_error(result, fragment):
 
 
 def test_help_is_fast_and_imports_no_heavy_library():
-    code = "import sys; from compress.cli.main import app; print([m for m in ('torch','onnxruntime','nncf') if m in sys.modules])"
+    code = (
+        "import sys; from compress.cli.main import app; "
+        "print([m for m in ('torch', 'onnxruntime', 'nncf') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     result = invoke("--help")
@@ -84,16 +87,19 @@ def test_run_dir_is_not_overwritten_without_force(teacher_run):
 def test_bad_inputs_give_one_line_errors(tmp_path, teacher_run):
     assert_user_error(invoke("info", "torchvision:resnet1000"), "unknown torchvision model 'resnet1000'")
     assert_user_error(invoke("info", tmp_path / "missing.pt"), "model not found")
-    assert_user_error(invoke("train", "--model", "builtin:simple_cnn", "--data", "mnist", "--out", tmp_path / "x"),
-                      "unknown dataset 'mnist'; available:")
+    assert_user_error(
+        invoke("train", "--model", "builtin:simple_cnn", "--data", "mnist", "--out", tmp_path / "x"),
+        "unknown dataset 'mnist'; available:",
+    )
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     assert_user_error(invoke("info", bad), "bad.pt")
     bad_onnx = tmp_path / "bad.onnx"
     bad_onnx.write_bytes(b"\x08\x07garbage")
     assert_user_error(invoke("bench", bad_onnx), "bad.onnx")
-    assert_user_error(invoke("bench", teacher_run / "model.onnx", "--data", "digits", "--image-size", "32"),
-                      "expects inputs")
+    assert_user_error(
+        invoke("bench", teacher_run / "model.onnx", "--data", "digits", "--image-size", "32"), "expects inputs"
+    )
     recipe = tmp_path / "r.yaml"
     step = "{name: a, technique: train, model: builtin:simple_cnn, params: {epoch: 1}}"
     recipe.write_text(f"name: x\nsteps:\n  - {step}\n")

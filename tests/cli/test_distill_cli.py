@@ -19,16 +19,56 @@ def test_distill_writes_student_run(tmp_path):
     r = invoke("train", "--model", "builtin:resnet_tiny", "--width", "0.5", *SMALL, "--epochs", "1", "--out", teacher)
     assert r.exit_code == 0, r.output
     out = tmp_path / "kd"
-    r = invoke("distill", "--teacher", teacher, "--student", "builtin:simple_cnn", "--width", "0.25",
-               "--method", "kd", *SMALL, "--epochs", "1", "--out", out)
+    r = invoke(
+        "distill",
+        "--teacher",
+        teacher,
+        "--student",
+        "builtin:simple_cnn",
+        "--width",
+        "0.25",
+        "--method",
+        "kd",
+        *SMALL,
+        "--epochs",
+        "1",
+        "--out",
+        out,
+    )
     assert r.exit_code == 0, r.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["technique"] for s in manifest["steps"]] == ["distill"]
     assert manifest["steps"][0]["method"] == "kd"
     assert {i["role"] for i in manifest["inputs"]} == {"student", "teacher"}
-    r = invoke("distill", "--teacher", teacher, "--student", "builtin:simple_cnn", "--method", "kd",
-               "--layers", "nope", *SMALL, "--out", tmp_path / "x")
+    r = invoke(
+        "distill",
+        "--teacher",
+        teacher,
+        "--student",
+        "builtin:simple_cnn",
+        "--method",
+        "kd",
+        "--layers",
+        "nope",
+        *SMALL,
+        "--out",
+        tmp_path / "x",
+    )
     assert r.exit_code == 2 and r.output.strip() == "error: --layers: distill method 'kd' takes no layers"
-    r = invoke("distill", "--teacher", teacher, "--student", "builtin:simple_cnn", "--method", "guidance",
-               "--layers", "nope", *SMALL, "--epochs", "1", "--out", tmp_path / "y")
+    r = invoke(
+        "distill",
+        "--teacher",
+        teacher,
+        "--student",
+        "builtin:simple_cnn",
+        "--method",
+        "guidance",
+        "--layers",
+        "nope",
+        *SMALL,
+        "--epochs",
+        "1",
+        "--out",
+        tmp_path / "y",
+    )
     assert r.exit_code == 2 and "nope" in r.output and "Traceback" not in r.output

@@ -19,8 +19,22 @@ def test_channel_pruning_really_shrinks_and_exports(tmp_path):
     r = invoke("train", "--model", "builtin:resnet_tiny", *SMALL, "--epochs", "1", "--out", teacher)
     assert r.exit_code == 0, r.output
     out = tmp_path / "pruned"
-    r = invoke("prune", "--model", teacher, "--method", "channel", "--ratio", "0.5", "--importance", "l2",
-               *SMALL, "--finetune-epochs", "1", "--out", out)
+    r = invoke(
+        "prune",
+        "--model",
+        teacher,
+        "--method",
+        "channel",
+        "--ratio",
+        "0.5",
+        "--importance",
+        "l2",
+        *SMALL,
+        "--finetune-epochs",
+        "1",
+        "--out",
+        out,
+    )
     assert r.exit_code == 0, r.output
     before = json.loads((teacher / "manifest.json").read_text())
     after = json.loads((out / "manifest.json").read_text())

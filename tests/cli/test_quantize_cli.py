@@ -26,8 +26,20 @@ def teacher(tmp_path_factory):
 def test_int8_for_tensorrt_passes_the_qdq_checker(teacher, tmp_path):
     pytest.importorskip("nncf")
     out = tmp_path / "int8"
-    r = invoke("quantize", "--model", teacher, "--method", "int8", "--target", "tensorrt", "--calib-size", "64",
-               *SMALL, "--out", out)
+    r = invoke(
+        "quantize",
+        "--model",
+        teacher,
+        "--method",
+        "int8",
+        "--target",
+        "tensorrt",
+        "--calib-size",
+        "64",
+        *SMALL,
+        "--out",
+        out,
+    )
     assert r.exit_code == 0, r.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert "onnx" in manifest["artifacts"] and manifest["steps"][-1]["method"] == "int8"
@@ -39,8 +51,22 @@ def test_int8_for_tensorrt_passes_the_qdq_checker(teacher, tmp_path):
 
 def test_codebook_run_is_small(teacher, tmp_path):
     out = tmp_path / "cb"
-    r = invoke("quantize", "--model", teacher, "--method", "codebook", "--bits", "3", "--groups", "2",
-               "--steps", "5", *SMALL, "--out", out)
+    r = invoke(
+        "quantize",
+        "--model",
+        teacher,
+        "--method",
+        "codebook",
+        "--bits",
+        "3",
+        "--groups",
+        "2",
+        "--steps",
+        "5",
+        *SMALL,
+        "--out",
+        out,
+    )
     assert r.exit_code == 0, r.output
     manifest = json.loads((out / "manifest.json").read_text())
     float_size = json.loads((teacher / "manifest.json").read_text())["artifacts"]["torch"]["bytes"]

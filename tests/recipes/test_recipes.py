@@ -32,8 +32,10 @@ def _shrunk(path: Path) -> dict:
                 params[key] = min(params[key], 1)
         if step["model"].startswith("torchvision:"):
             step["model"] = "builtin:resnet_tiny"
-    raw["bench"] = {"batch_size": 1, "latency": {"min_iters": 5, "min_time_s": 0.01, "warmup_iters": 1,
-                                                 "warmup_s": 0.0}}
+    raw["bench"] = {
+        "batch_size": 1,
+        "latency": {"min_iters": 5, "min_time_s": 0.01, "warmup_iters": 1, "warmup_s": 0.0},
+    }
     return raw
 
 

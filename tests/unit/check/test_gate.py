@@ -40,9 +40,7 @@ def test_much_wider_model_fails(models, digits8, tmp_path):
     assert r.gate("latency").status != PASS  # 64 vs 8 channels is never within 10%
     assert r.latency.slowdown > 1.5
 
-    paths = write_outputs(
-        r, json_path=tmp_path / "c.json", junit=tmp_path / "c.xml", summary=tmp_path / "s.md"
-    )
+    paths = write_outputs(r, json_path=tmp_path / "c.json", junit=tmp_path / "c.xml", summary=tmp_path / "s.md")
     assert [p.name for p in paths] == ["c.json", "c.xml", "s.md"]
     data = json.loads((tmp_path / "c.json").read_text())
     assert data["status"] == "fail" and data["exit_code"] == 1

@@ -11,9 +11,7 @@ from compress.env import environment, fingerprint
 from compress.errors import CompressError
 
 
-def result(
-    p50: float, *, cpu: str | None = None, accuracy: float = 0.9, ts: str = "2025-01-01T00:00:00"
-) -> dict:
+def result(p50: float, *, cpu: str | None = None, accuracy: float = 0.9, ts: str = "2025-01-01T00:00:00") -> dict:
     env = copy.deepcopy(environment())
     if cpu:
         env["machine"]["cpu"] = cpu

@@ -66,8 +66,7 @@ def test_very_noisy_pair_is_inconclusive_not_fail():
 @pytest.mark.parametrize("paired", [True, False])
 def test_noisy_identical_pairs_never_false_fail(paired):
     decisions = [
-        compare_rounds(*simulate(1.0, rounds=10, side=0.3, seed=s), paired=paired, seed=s).decision
-        for s in range(20)
+        compare_rounds(*simulate(1.0, rounds=10, side=0.3, seed=s), paired=paired, seed=s).decision for s in range(20)
     ]
     assert FAIL not in decisions
     assert decisions.count(INCONCLUSIVE) >= 10  # the noise is too large to pass them either
@@ -134,7 +133,5 @@ def test_compare_summaries():
     assert compare_summaries(base, {"p50_ms": 1.01, "std_ms": 0.05, "n": 500}).decision == PASS
     slow = compare_summaries(base, {"p50_ms": 1.4, "std_ms": 0.05, "n": 500})
     assert slow.decision == FAIL and slow.slowdown == pytest.approx(1.4)
-    noisy = compare_summaries(
-        {"p50_ms": 1.0, "std_ms": 2.0, "n": 10}, {"p50_ms": 1.1, "std_ms": 2.0, "n": 10}
-    )
+    noisy = compare_summaries({"p50_ms": 1.0, "std_ms": 2.0, "n": 10}, {"p50_ms": 1.1, "std_ms": 2.0, "n": 10})
     assert noisy.decision == INCONCLUSIVE

@@ -116,8 +116,7 @@ def test_checkpoint_with_technique_layers_loads_in_a_fresh_process(tmp_path):
     result = get_method("quantize", "kmeans").fn(model, KMeansConfig(bits=2), Context(workdir=tmp_path / "w"))
     path = save_model(result.model, tmp_path / "cb.pt")
     assert count_params(result.model.module) == count_params(model.module)  # weights it stands for
-    code = (f"from compress.models import load_model; m = load_model({str(path)!r}); "
-            "print(type(m.module[0]).__name__)")
+    code = f"from compress.models import load_model; m = load_model({str(path)!r}); print(type(m.module[0]).__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "CodebookConv2d"

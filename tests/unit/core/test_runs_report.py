@@ -67,9 +67,15 @@ def _variant(tmp_path, name, acc, p50, size):
     run.add_artifact("onnx", "model.onnx")
     run.set_config({"data": {"task": "classification"}})
     run.set_steps([{"technique": "train", "method": "supervised"}])
-    run.update_metrics({"deployed_accuracy": acc, "size_bytes": size, "params": 10,
-                        "latency": {"p50_ms": p50, "p90_ms": p50, "p99_ms": p50, "batch_size": 1},
-                        "runtime": {"backend": "onnxruntime", "version": "x", "providers": ["CPU"]}})
+    run.update_metrics(
+        {
+            "deployed_accuracy": acc,
+            "size_bytes": size,
+            "params": 10,
+            "latency": {"p50_ms": p50, "p90_ms": p50, "p99_ms": p50, "batch_size": 1},
+            "runtime": {"backend": "onnxruntime", "version": "x", "providers": ["CPU"]},
+        }
+    )
     return run.commit()
 
 

@@ -22,9 +22,14 @@ def teacher(digits):
     """A plain CNN (no BN: it trains to ~90% in a few seconds), wrapped as a Model."""
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 4 * 4, 10),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 10),
     )
     result = train(net, digits, TrainConfig(epochs=6, batch_size=16, lr=1e-2), show_progress=False)
     assert result.metrics["accuracy"] > 0.8
@@ -37,7 +42,8 @@ def make_student(digits):
 
     def build(name: str = "simple_cnn", width: float = 0.25):
         torch.manual_seed(1)
-        return load_model(f"builtin:{name}", num_classes=10, in_channels=1, input_shape=digits.input_shape,
-                          kwargs={"width": width})
+        return load_model(
+            f"builtin:{name}", num_classes=10, in_channels=1, input_shape=digits.input_shape, kwargs={"width": width}
+        )
 
     return build

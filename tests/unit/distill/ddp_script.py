@@ -20,8 +20,9 @@ torch.manual_seed(0)
 net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 10)).eval()
 teacher = Model(net, {"source": "test", "name": "cnn", "kwargs": {}}, tuple(data.input_shape))
 torch.manual_seed(int(os.environ["RANK"]) + 1)  # different initial weights: DDP must broadcast rank 0's
-student = load_model("builtin:simple_cnn", num_classes=10, in_channels=1, input_shape=data.input_shape,
-                     kwargs={"width": 0.25})
+student = load_model(
+    "builtin:simple_cnn", num_classes=10, in_channels=1, input_shape=data.input_shape, kwargs={"width": 0.25}
+)
 # msd: a projection head in Objective.modules() and a teacher outside DDP
 cfg = MSDConfig(scales=[1, 2], kd_weight=0.5, train=TrainConfig(epochs=2, batch_size=8, device="cpu"))
 result = apply("distill", student, cfg, Context(data=data, teacher=teacher))

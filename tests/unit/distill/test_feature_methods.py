@@ -55,11 +55,14 @@ def test_msd_loss_lower_when_aligned():
     assert float(aligned) < float(shuffled)
 
 
-@pytest.mark.parametrize("method,config,drop,acc", [
-    ("guidance", GuidanceConfig(train=FAST), 0.9, 0.2),
-    ("msd", MSDConfig(train=FAST), 0.97, 0.12),  # the contrastive term dominates early training
-    ("feature_mse", FeatureMSEConfig(train=FAST), 0.9, 0.2),
-])
+@pytest.mark.parametrize(
+    "method,config,drop,acc",
+    [
+        ("guidance", GuidanceConfig(train=FAST), 0.9, 0.2),
+        ("msd", MSDConfig(train=FAST), 0.97, 0.12),  # the contrastive term dominates early training
+        ("feature_mse", FeatureMSEConfig(train=FAST), 0.9, 0.2),
+    ],
+)
 def test_feature_methods_train_the_student(digits, teacher, make_student, method, config, drop, acc):
     student = make_student()
     before = evaluate(student.module, digits.val, "classification")["loss"]
@@ -67,29 +70,35 @@ def test_feature_methods_train_the_student(digits, teacher, make_student, method
     assert res.metrics["loss"] < drop * before
     assert res.metrics["accuracy"] > acc
     assert sum(p.numel() for p in res.model.module.parameters()) == sum(
-        p.numel() for p in student.module.parameters())  # heads are not left in the student
+        p.numel() for p in student.module.parameters()
+    )  # heads are not left in the student
 
 
 def test_guidance_pairs_by_depth_and_rejects_bad_names(digits, teacher, make_student):
     student = make_student("resnet_tiny", 0.5)
-    res = apply("distill", student, GuidanceConfig(train=TrainConfig(epochs=1, batch_size=32)),
-                Context(data=digits, teacher=teacher))
+    res = apply(
+        "distill",
+        student,
+        GuidanceConfig(train=TrainConfig(epochs=1, batch_size=32)),
+        Context(data=digits, teacher=teacher),
+    )
     # the CNN teacher has 3 stages ("1", "4", "5"); the student 3 (layer1..3)
     assert res.metrics["pairs"] == [["1", "layer1"], ["4", "layer2"], ["5", "layer3"]]
     with pytest.raises(RecipeError, match="candidates: .*layer1"):
-        apply("distill", student, GuidanceConfig(student_layers=["layer7"]),
-              Context(data=digits, teacher=teacher))
+        apply("distill", student, GuidanceConfig(student_layers=["layer7"]), Context(data=digits, teacher=teacher))
 
 
 def test_pcd_trains_a_denoiser_and_resumes_exactly(tmp_path):
     data = load_data(DataConfig(name="digits", task="denoising", image_size=16, channels=1, limit=64))
     torch.manual_seed(0)
     teacher = load_model("builtin:dncnn", in_channels=1, input_shape=data.input_shape, kwargs={"depth": 4})
-    student = load_model("builtin:dncnn", in_channels=1, input_shape=data.input_shape,
-                         kwargs={"depth": 3, "width": 0.5})
+    student = load_model(
+        "builtin:dncnn", in_channels=1, input_shape=data.input_shape, kwargs={"depth": 3, "width": 0.5}
+    )
     before = evaluate(student.module, data.val, "denoising")["psnr"]
-    cfg = PCDConfig(queue_size=32, attention=True, train=TrainConfig(epochs=6, batch_size=16, lr=5e-3,
-                                                                     checkpoint_every=3))
+    cfg = PCDConfig(
+        queue_size=32, attention=True, train=TrainConfig(epochs=6, batch_size=16, lr=5e-3, checkpoint_every=3)
+    )
     full = apply("distill", student, cfg, Context(data=data, teacher=teacher, workdir=tmp_path / "a"))
     assert full.metrics["psnr"] > before + 1.0
     assert full.metrics["layers"] == ["features", "features"]

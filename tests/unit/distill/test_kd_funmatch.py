@@ -46,8 +46,18 @@ def test_full_area_crop_is_identity_and_flip_mirrors():
     g = torch.Generator().manual_seed(0)
     same = random_resized_crop(x, g, min_area=1.0, max_area=1.0, min_aspect=1.0, max_aspect=1.0)
     assert torch.allclose(same, x, atol=1e-5)
-    flipped = [random_resized_crop(x[:1], torch.Generator().manual_seed(s), min_area=1.0, max_area=1.0,
-                                   min_aspect=1.0, max_aspect=1.0, flip=True) for s in range(8)]
+    flipped = [
+        random_resized_crop(
+            x[:1],
+            torch.Generator().manual_seed(s),
+            min_area=1.0,
+            max_area=1.0,
+            min_aspect=1.0,
+            max_aspect=1.0,
+            flip=True,
+        )
+        for s in range(8)
+    ]
     assert any(torch.allclose(f, x[:1].flip(-1), atol=1e-5) for f in flipped)
     assert any(torch.allclose(f, x[:1], atol=1e-5) for f in flipped)
     small = random_resized_crop(x, g, min_area=0.05, max_area=0.1)
@@ -75,8 +85,12 @@ def _kl_to_teacher(student, teacher, data):
 def test_kd_trains_the_student_towards_the_teacher(digits, teacher, make_student):
     student = make_student()
     before = _kl_to_teacher(student, teacher, digits)
-    res = apply("distill", student, KDConfig(train=TrainConfig(epochs=4, batch_size=16, lr=1e-2)),
-                Context(data=digits, teacher=teacher))
+    res = apply(
+        "distill",
+        student,
+        KDConfig(train=TrainConfig(epochs=4, batch_size=16, lr=1e-2)),
+        Context(data=digits, teacher=teacher),
+    )
     assert _kl_to_teacher(res.model, teacher, digits) < 0.6 * before
     assert res.metrics["accuracy"] > 0.4
     assert _kl_to_teacher(student, teacher, digits) == before  # the input is untouched
@@ -86,15 +100,18 @@ def test_funmatch_trains_and_teacher_stays_frozen(digits, teacher, make_student)
     student = make_student("resnet_tiny", 0.5)
     t_state = {k: v.clone() for k, v in teacher.module.state_dict().items()}
     before = _kl_to_teacher(student, teacher, digits)
-    res = apply("distill", student, FunMatchConfig(train=TrainConfig(epochs=3, batch_size=16, lr=1e-2)),
-                Context(data=digits, teacher=teacher))
+    res = apply(
+        "distill",
+        student,
+        FunMatchConfig(train=TrainConfig(epochs=3, batch_size=16, lr=1e-2)),
+        Context(data=digits, teacher=teacher),
+    )
     assert _kl_to_teacher(res.model, teacher, digits) < 0.85 * before
     for k, v in teacher.module.state_dict().items():
         assert torch.equal(v, t_state[k]), k  # BN running stats too: the teacher ran in eval mode
 
 
-def test_funmatch_resume_gives_the_uninterrupted_weights(digits, teacher, make_student, tmp_path,
-                                                         monkeypatch):
+def test_funmatch_resume_gives_the_uninterrupted_weights(digits, teacher, make_student, tmp_path, monkeypatch):
     cfg = FunMatchConfig(train=TrainConfig(epochs=2, batch_size=64, checkpoint_every=5))
     student = make_student()
     full = funmatch(student, cfg, Context(data=digits, teacher=teacher, workdir=tmp_path / "a"))

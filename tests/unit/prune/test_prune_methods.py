@@ -36,8 +36,18 @@ def test_methods_are_registered():
 
 def test_channel_taylor_finetune_with_distillation(trained, digits_small, tmp_path):
     model, dense_acc = trained
-    res = run("channel", model, digits_small, tmp_path, target_macs=0.5, importance="taylor",
-              allocation="global", finetune_epochs=1, finetune=FAST, distill=True)
+    res = run(
+        "channel",
+        model,
+        digits_small,
+        tmp_path,
+        target_macs=0.5,
+        importance="taylor",
+        allocation="global",
+        finetune_epochs=1,
+        finetune=FAST,
+        distill=True,
+    )
     m = res.metrics
     assert m["macs_ratio"] <= 0.5 and m["verified"] == "exact"
     assert m["val_accuracy"] > 0.5 * dense_acc  # one epoch of fine-tuning recovers a usable model

@@ -74,8 +74,9 @@ def test_vit_heads_and_mlp_shrink_reload_and_export(tmp_path):
 
     from compress.prune.attention import PrunableAttention
 
-    vit = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64,
-                            num_classes=10).eval()
+    vit = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=10
+    ).eval()
     model = Model(vit, {"source": "test", "name": "vit", "kwargs": {}}, SHAPE)
     pruned, metrics = prune_channels(model, ChannelConfig(ratio=0.5))
     assert metrics["verified"] == "exact"  # heads removed whole: equal to the masked unpruned model

@@ -17,8 +17,10 @@ from compress.quantize.qdq import check_qdq
 @pytest.fixture(scope="module")
 def result(trained, digits, tmp_path_factory):
     return get_method("quantize", "bitwise").fn(
-        trained, BitwiseConfig(bits=6, train_bits="msb:3", epochs=1),
-        Context(data=digits, workdir=tmp_path_factory.mktemp("bw")))
+        trained,
+        BitwiseConfig(bits=6, train_bits="msb:3", epochs=1),
+        Context(data=digits, workdir=tmp_path_factory.mktemp("bw")),
+    )
 
 
 def test_weights_are_integer_multiples_of_alpha(result):
@@ -32,8 +34,11 @@ def test_weights_are_integer_multiples_of_alpha(result):
 def test_onnx_weights_dequantize_bit_exactly(result):
     model = onnx.load(str(result.onnx))
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    torch_w = {f"{n}.weight": m.weight().detach().numpy() for n, m in result.model.module.named_modules()
-               if isinstance(m, _BitwiseWeight)}
+    torch_w = {
+        f"{n}.weight": m.weight().detach().numpy()
+        for n, m in result.model.module.named_modules()
+        if isinstance(m, _BitwiseWeight)
+    }
     for name, w in torch_w.items():
         q, s = inits[f"{name}_int8"], inits[f"{name}_scale"]
         assert q.dtype == np.int8

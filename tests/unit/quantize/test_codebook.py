@@ -47,7 +47,8 @@ def test_jlcm_reconstruction_not_worse_than_kmeans_and_usually_better():
 
 def test_codebook_method_small_checkpoint_and_onnx_matching_torch(trained, digits, tmp_path):
     r = get_method("quantize", "codebook").fn(
-        trained, CodebookConfig(bits=3, groups=2, steps=20, calib_size=64), Context(data=digits, workdir=tmp_path))
+        trained, CodebookConfig(bits=3, groups=2, steps=20, calib_size=64), Context(data=digits, workdir=tmp_path)
+    )
     layers = [m for m in r.model.module.modules() if isinstance(m, _CodebookWeight)]
     assert len(layers) == 5
     for m in layers:

@@ -28,8 +28,11 @@ def _graph(path, *, act_zp=0, act_dtype=np.int8, weight_scale_shape=(4,), weight
         helper.make_node("Conv", ["xdq", "w"], ["output"], name="conv", pads=[1, 1, 1, 1]),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 5, 5])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 5, 5])], inits,
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 5, 5])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 5, 5])],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
