@@ -53,12 +53,10 @@ def prune(
     trust_code: bool = opt.TrustCode,
 ) -> None:
     """Prune MODEL with METHOD; saves DIR/model.pt (architecture + state_dict), DIR/model.onnx and the report."""
-    from compress.cli.common import console
-    from compress.cli.runs import finish, load_yaml_params
-    from compress.config import from_dict, to_dict
+    from compress.cli.runs import execute, load_yaml_params
+    from compress.config import from_dict
+    from compress.errors import RecipeError
     from compress.methods import get_method
-    from compress.pipeline import load_input, run_technique, write_variant
-    from compress.runs import RunDir
 
     spec = get_method("prune", method)
     fields = spec.config.__dataclass_fields__
@@ -79,7 +77,7 @@ def prune(
         if value is None:
             continue
         if key not in fields:
-            raise typer.BadParameter(f"prune {method} takes no {flag}", param_hint=flag)
+            raise RecipeError(f"{flag} does not apply to prune method '{method}'")
         params[key] = value
     if finetune_epochs is not None:
         if "finetune_epochs" in fields:
@@ -93,34 +91,28 @@ def prune(
             train_params[key] = value
     if epochs is not None:
         if method != "continuous":
-            raise typer.BadParameter(f"prune {method} takes --finetune-epochs, not --epochs", param_hint="--epochs")
+            raise RecipeError(f"--epochs does not apply to prune method '{method}' (use --finetune-epochs)")
         train_params["epochs"] = epochs
     if train_params:
         params[train_key] = train_params
     method_config = from_dict(spec.config, params, where=str(config) if config else f"prune {method} options")
 
-    bundle = None
     data_cfg = None
     if data is not None:
-        from compress.data import load_data
-
         data_cfg = data_config(data, task=task, image_size=image_size, channels=channels, limit=limit, seed=seed)
-        bundle = load_data(data_cfg)
-    net = load_input(
-        model, bundle, trust_code=trust_code, num_classes=num_classes, input_shape=parse_shape(input_shape)
+    execute(
+        "prune",
+        method,
+        method_config,
+        model=model,
+        out=out,
+        data_cfg=data_cfg,
+        teacher=teacher,
+        force=force,
+        resume=resume,
+        trust_code=trust_code,
+        num_classes=num_classes,
+        input_shape=parse_shape(input_shape),
+        export=export,
+        summary_keys=("macs_ratio", "params_ratio", "val_accuracy"),
     )
-    teacher_model = load_input(teacher, bundle, trust_code=trust_code) if teacher else None
-    run = RunDir(out, "prune", force=force, resume=resume)
-    run.add_input("model", model, model if Path(model).is_file() else None)
-    run.set_config(
-        {"method": method, "params": to_dict(method_config), "data": to_dict(data_cfg) if data_cfg else None}
-    )
-    result = run_technique("prune", method_config, net, data=bundle, teacher=teacher_model, workdir=run.work / "work")
-    for role, path in result.files.items():
-        dest = run.file(Path(path).name)
-        if Path(path) != dest:
-            dest.write_bytes(Path(path).read_bytes())
-        run.add_artifact(role, Path(path).name)
-    write_variant(run, result, data=bundle, export=export)
-    summary = {k: result.metrics.get(k) for k in ("macs_ratio", "params_ratio", "val_accuracy") if k in result.metrics}
-    finish(run, console(), summary=summary)

@@ -47,14 +47,10 @@ def quantize(
     trust_code: bool = opt.TrustCode,
 ) -> None:
     """Quantize a model; writes DIR/model.onnx (Q/DQ or codebook graph), the checkpoint and the figures."""
-    from compress.cli.common import console
-    from compress.cli.runs import finish, load_yaml_params
-    from compress.config import from_dict, to_dict
-    from compress.data import load_data
+    from compress.cli.runs import execute, load_yaml_params
+    from compress.config import from_dict
     from compress.errors import RecipeError
     from compress.methods import get_method
-    from compress.pipeline import load_input, run_technique, write_variant
-    from compress.runs import RunDir
 
     spec = get_method("quantize", method)
     params = load_yaml_params(config)
@@ -82,38 +78,23 @@ def quantize(
         "kmeans": {"bits": bits},
         "bitwise": {"bits": bits, "train_bits": train_bits, "epochs": epochs, "lr": lr, "seed": seed},
     }.get(method, {})
-    given = {
-        "--calib-size": calib_size,
-        "--target": target,
-        "--preset": preset,
-        "--route": route,
-        "--ignore": ignore or None,
-        "--qat-epochs": qat_epochs,
-        "--max-accuracy-drop": max_accuracy_drop,
-        "--bits": bits,
-        "--groups": groups,
-        "--sigma": sigma,
-        "--steps": steps,
-        "--train-bits": train_bits,
-        "--epochs": epochs,
+    flags = {
+        "--calib-size": ("calib_size", calib_size),
+        "--target": ("target", target),
+        "--preset": ("preset", preset),
+        "--route": ("route", route),
+        "--ignore": ("ignored", ignore or None),
+        "--qat-epochs": ("qat_epochs", qat_epochs),
+        "--max-accuracy-drop": ("max_accuracy_drop", max_accuracy_drop),
+        "--bits": ("bits", bits),
+        "--groups": ("groups", groups),
+        "--sigma": ("sigma", sigma),
+        "--steps": ("steps", steps),
+        "--train-bits": ("train_bits", train_bits),
+        "--epochs": ("epochs", epochs),
     }
-    flag_to_key = {
-        "--calib-size": "calib_size",
-        "--target": "target",
-        "--preset": "preset",
-        "--route": "route",
-        "--ignore": "ignored",
-        "--qat-epochs": "qat_epochs",
-        "--max-accuracy-drop": "max_accuracy_drop",
-        "--bits": "bits",
-        "--groups": "groups",
-        "--sigma": "sigma",
-        "--steps": "steps",
-        "--train-bits": "train_bits",
-        "--epochs": "epochs",
-    }
-    for flag, value in given.items():
-        if value is not None and flag_to_key[flag] not in options:
+    for flag, (key, value) in flags.items():
+        if value is not None and key not in options:
             raise RecipeError(f"{flag} does not apply to --method {method}")
     for key, value in options.items():
         if value is not None:
@@ -122,21 +103,25 @@ def quantize(
     data_cfg = data_config(
         data, task=task, image_size=image_size, channels=channels, limit=limit, calib_size=calib_size, seed=seed
     )
-    bundle = load_data(data_cfg)
-    net = load_input(model, bundle, trust_code=trust_code)
-    run = RunDir(out, "quantize", force=force, resume=resume)
-    run.add_input("model", model, model if Path(model).is_file() else None)
-    run.set_config({"method": method, "params": to_dict(method_config), "data": to_dict(data_cfg)})
-    result = run_technique("quantize", method_config, net, data=bundle, workdir=run.work / "work")
-    write_variant(run, result, data=bundle, export=False)
-    keys = (
-        "accuracy",
-        "psnr",
-        "bits_per_weight",
-        "size_bytes",
-        "accuracy_drop",
-        "sparsity",
-        "qdq_valid",
-        "float_layers",
+    execute(
+        "quantize",
+        method,
+        method_config,
+        model=model,
+        out=out,
+        data_cfg=data_cfg,
+        force=force,
+        resume=resume,
+        trust_code=trust_code,
+        export=False,
+        summary_keys=(
+            "accuracy",
+            "psnr",
+            "bits_per_weight",
+            "size_bytes",
+            "accuracy_drop",
+            "sparsity",
+            "qdq_valid",
+            "float_layers",
+        ),
     )
-    finish(run, console(), summary={k: result.metrics[k] for k in keys if k in result.metrics})

@@ -35,3 +35,54 @@ def finish(run, console, summary: dict[str, Any] | None = None) -> Path:
     ]
     console.print(f"[green]done[/green] {path}" + (f"  ({', '.join(parts)})" if parts else ""))
     return path
+
+
+def execute(
+    technique: str,
+    method: str,
+    method_config: Any,
+    *,
+    model: str,
+    out: Path,
+    data_cfg: Any = None,
+    teacher: str | None = None,
+    force: bool = False,
+    resume: bool = False,
+    trust_code: bool = False,
+    num_classes: int | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    export: bool = True,
+    summary_keys: tuple[str, ...] = (),
+) -> Path:
+    """What `train`, `prune` and `quantize` share: load inputs, run the technique into a run directory,
+    save (and export) the result, commit, print a one-line summary."""
+    from compress.cli.common import console
+    from compress.config import to_dict
+    from compress.pipeline import load_input, run_technique, write_variant
+    from compress.runs import RunDir
+
+    bundle = None
+    if data_cfg is not None:
+        from compress.data import load_data
+
+        bundle = load_data(data_cfg)
+    net = load_input(
+        model, bundle, kwargs=model_kwargs, trust_code=trust_code, num_classes=num_classes, input_shape=input_shape
+    )
+    teacher_model = load_input(teacher, bundle, trust_code=trust_code) if teacher else None
+    run = RunDir(out, technique, force=force, resume=resume)
+    run.add_input("model", model, model if Path(model).is_file() else None)
+    if teacher:
+        run.add_input("teacher", teacher, teacher if Path(teacher).is_file() else None)
+    run.set_config(
+        {
+            "method": method,
+            "params": to_dict(method_config),
+            "data": to_dict(data_cfg) if data_cfg is not None else None,
+        }
+    )
+    result = run_technique(technique, method_config, net, data=bundle, teacher=teacher_model, workdir=run.work / "work")
+    write_variant(run, result, data=bundle, export=export)
+    summary = {k: result.metrics.get(k) for k in summary_keys if k in result.metrics}
+    return finish(run, console(), summary=summary)

@@ -34,12 +34,8 @@ def train(
     trust_code: bool = opt.TrustCode,
 ) -> None:
     """Train a model (or fine-tune a checkpoint) and save it as DIR/model.pt with a manifest."""
-    from compress.cli.common import console
-    from compress.cli.runs import finish, load_yaml_params
-    from compress.config import from_dict, to_dict
-    from compress.data import load_data
-    from compress.pipeline import load_input, run_technique, write_variant
-    from compress.runs import RunDir
+    from compress.cli.runs import execute, load_yaml_params
+    from compress.config import from_dict
     from compress.train.loop import TrainConfig
 
     params = load_yaml_params(config)
@@ -54,18 +50,18 @@ def train(
             params[key] = value
     train_config = from_dict(TrainConfig, params, where=str(config) if config else "train options")
     data_cfg = data_config(data, task=task, image_size=image_size, channels=channels, limit=limit, seed=seed)
-    bundle = load_data(data_cfg)
-    kwargs = {"width": width} if width is not None else None
-    net = load_input(model, bundle, kwargs=kwargs, trust_code=trust_code, num_classes=num_classes)
-    run = RunDir(out, "train", force=force, resume=resume)
-    run.add_input("model", model, model if Path(model).is_file() else None)
-    run.set_config({"params": to_dict(train_config), "data": to_dict(data_cfg)})
-    result = run_technique("train", train_config, net, data=bundle, workdir=run.work / "work")
-    write_variant(run, result, data=bundle, export=False)
-    finish(run, console(), summary={k: result.metrics.get(k) for k in (bundle_metric(bundle),)})
-
-
-def bundle_metric(bundle) -> str:
-    from compress.tasks import get_task
-
-    return get_task(bundle.task).primary
+    execute(
+        "train",
+        "supervised",
+        train_config,
+        model=model,
+        out=out,
+        data_cfg=data_cfg,
+        force=force,
+        resume=resume,
+        trust_code=trust_code,
+        num_classes=num_classes,
+        model_kwargs={"width": width} if width is not None else None,
+        export=False,  # `compress export` makes the ONNX file (with its parity check) on demand
+        summary_keys=("accuracy", "psnr"),
+    )
