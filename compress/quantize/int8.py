@@ -55,7 +55,6 @@ class Int8Config:
         target: onnxruntime or tensorrt (forces symmetric signed INT8 per TensorRT's Q/DQ rules, and
             the result is checked with `check_qdq`).
         ignored: regular expressions over module names (e.g. "fc", "layer1\\..*") kept in float.
-        fast_bias_correction: NNCF's bias correction after quantization.
         qat_epochs: > 0 fine-tunes the quantized model through the shared training loop (QAT).
         qat_lr: learning rate of QAT (Adam).
         batch_size: QAT and calibration batch size.
@@ -70,7 +69,6 @@ class Int8Config:
     preset: Literal["performance", "mixed"] = "performance"
     target: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
     ignored: list[str] = field(default_factory=list)
-    fast_bias_correction: bool = True
     qat_epochs: int = 0
     qat_lr: float = 1e-4
     batch_size: int = 32
@@ -218,7 +216,8 @@ def _nncf_params(config: Int8Config) -> dict[str, Any]:
     nncf = _nncf()
 
     preset = nncf.QuantizationPreset.PERFORMANCE if config.preset == "performance" else nncf.QuantizationPreset.MIXED
-    return {"preset": preset, "subset_size": config.calib_size, "fast_bias_correction": config.fast_bias_correction}
+    # NNCF's fast bias correction (its full variant is not supported for these backends)
+    return {"preset": preset, "subset_size": config.calib_size, "fast_bias_correction": True}
 
 
 def to_signed_int8(path: Path) -> int:
@@ -288,7 +287,7 @@ def _quantize_onnx(
     scope = nncf.IgnoredScope(names=names) if names else None
     dataset = nncf.Dataset(calib, lambda x: {input_name: x.numpy()})
     with _quiet():
-        q = nncf.quantize(model, dataset, ignored_scope=scope, **_nncf_params(config))
+        q = _nncf_quantize(nncf, model, dataset, scope, config)
     onnx.save(q, str(out))
     folded.unlink(missing_ok=True)
     if config.target == "tensorrt":
@@ -339,7 +338,7 @@ def _quantize_torch(
     patterns = [f"^net/{re.escape(layer.replace('.', '/'))}/.*" for layer in ignored]
     scope = nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None
     with _quiet():
-        q = nncf.quantize(module, nncf.Dataset(calib), ignored_scope=scope, **_nncf_params(config))
+        q = _nncf_quantize(nncf, module, nncf.Dataset(calib), scope, config)
     if config.qat_epochs > 0:
         from compress.train.loop import TrainConfig, train
 
@@ -476,6 +475,19 @@ def _fold_batchnorm_torch(module: nn.Module) -> nn.Module:
 def _replace(root: nn.Module, path: str, new: nn.Module) -> None:
     parent, _, name = path.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, name, new)
+
+
+def _nncf_quantize(nncf, model, dataset, scope, config: Int8Config):
+    """nncf.quantize, with its internal failures turned into one line that names the settings."""
+    try:
+        return nncf.quantize(model, dataset, ignored_scope=scope, **_nncf_params(config))
+    except Exception as e:  # NNCF raises RuntimeError, ValueError, its own errors...
+        from compress.errors import BackendError
+
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise BackendError(
+            f"NNCF quantization failed (route {config.route}, preset {config.preset}): {first}"
+        ) from None
 
 
 def _nncf():
