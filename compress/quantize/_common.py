@@ -13,6 +13,85 @@ from torch import nn
 from compress.errors import DataError
 
 
+class ConvGeometry:
+    """Conv2d hyper-parameters for layers that compute their own weight (codebooks, trained bits).
+
+    `groups` in a saved config is the convolution's; it is kept as `conv_groups` so that a layer may
+    use `groups` for something else (codebook groups).
+    """
+
+    def _init_conv(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: list[int],
+        stride: list[int],
+        padding: list[int],
+        dilation: list[int],
+        groups: int,
+        bias: bool,
+    ) -> list[int]:
+        """Set the geometry and the bias; returns the weight's shape."""
+        self.in_channels, self.out_channels, self.conv_groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride = list(kernel_size), list(stride)
+        self.padding, self.dilation = list(padding), list(dilation)
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        return [out_channels, in_channels // groups, *kernel_size]
+
+    @staticmethod
+    def conv_args(conv: nn.Conv2d) -> list[Any]:
+        """The constructor arguments of `_init_conv` taken from a float conv."""
+        if isinstance(conv.padding, str):
+            from compress.errors import RecipeError
+
+            raise RecipeError("weight quantization needs numeric conv padding, not 'same'/'valid'")
+        return [
+            conv.in_channels,
+            conv.out_channels,
+            list(conv.kernel_size),
+            list(conv.stride),
+            list(conv.padding),
+            list(conv.dilation),
+            conv.groups,
+            conv.bias is not None,
+        ]
+
+    def conv_config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "groups": self.conv_groups,
+            "bias": self.bias is not None,
+        }
+
+    def conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(
+            x, weight, self.bias, self.stride, self.padding, self.dilation, self.conv_groups
+        )
+
+    def float_conv(self, weight: torch.Tensor) -> nn.Conv2d:
+        """A plain Conv2d with this geometry and `weight`."""
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.conv_groups,
+            self.bias is not None,
+        )
+        with torch.no_grad():
+            conv.weight.copy_(weight)
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        return conv
+
+
 def calibration_batches(data: Any, size: int, batch_size: int = 32) -> list[torch.Tensor]:
     """Input batches from the calibration split (at most `size` samples)."""
     if data is None or data.calib is None or len(data.calib) == 0:

@@ -30,7 +30,7 @@ from compress.errors import RecipeError
 from compress.methods import Context, Result, register_method
 from compress.models.layers import register_layer
 from compress.models.model import Model
-from compress.quantize._common import file_size, ort_metrics, quantizable_layers, workdir
+from compress.quantize._common import ConvGeometry, file_size, ort_metrics, quantizable_layers, workdir
 
 
 @dataclass
@@ -129,7 +129,7 @@ class _BitwiseWeight(nn.Module):
             return self.integer_weight().round().to(torch.int8)
 
 
-class BitwiseConv2d(_BitwiseWeight):
+class BitwiseConv2d(ConvGeometry, _BitwiseWeight):
     """A Conv2d whose weight is alpha * sign * sum_i H(b_i) 2^i."""
 
     def __init__(
@@ -146,49 +146,17 @@ class BitwiseConv2d(_BitwiseWeight):
         trained_bits: int,
     ) -> None:
         super().__init__()
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride, self.padding, self.dilation = (
-            list(kernel_size),
-            list(stride),
-            list(padding),
-            list(dilation),
-        )
-        self._init_bits([out_channels, in_channels // groups, *kernel_size], bits, trained_bits)
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        shape = self._init_conv(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+        self._init_bits(shape, bits, trained_bits)
 
     def get_config(self) -> dict[str, Any]:
-        return {
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "kernel_size": self.kernel_size,
-            "stride": self.stride,
-            "padding": self.padding,
-            "dilation": self.dilation,
-            "groups": self.groups,
-            "bias": self.bias is not None,
-            "bits": self.bits,
-            "trained_bits": self.trained_bits,
-        }
+        return {**self.conv_config(), "bits": self.bits, "trained_bits": self.trained_bits}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return self.conv(x, self.weight())
 
     def to_float(self) -> nn.Conv2d:
-        conv = nn.Conv2d(
-            self.in_channels,
-            self.out_channels,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-            self.bias is not None,
-        )
-        with torch.no_grad():
-            conv.weight.copy_(self.weight())
-            if self.bias is not None:
-                conv.bias.copy_(self.bias)
-        return conv
+        return self.float_conv(self.weight())
 
 
 class BitwiseLinear(_BitwiseWeight):
@@ -254,18 +222,7 @@ def to_bitwise(module: nn.Module, config: BitwiseConfig) -> list[str]:
         if isinstance(layer, nn.Conv2d):
             if isinstance(layer.padding, str):
                 raise RecipeError(f"{name}: bit-wise layers need numeric padding")
-            new: _BitwiseWeight = BitwiseConv2d(
-                layer.in_channels,
-                layer.out_channels,
-                list(layer.kernel_size),
-                list(layer.stride),
-                list(layer.padding),
-                list(layer.dilation),
-                layer.groups,
-                layer.bias is not None,
-                config.bits,
-                trained,
-            )
+            new: _BitwiseWeight = BitwiseConv2d(*ConvGeometry.conv_args(layer), config.bits, trained)
         else:
             new = BitwiseLinear(layer.in_features, layer.out_features, layer.bias is not None, config.bits, trained)
         w = layer.weight.detach()

@@ -40,7 +40,14 @@ from compress.errors import RecipeError
 from compress.methods import Context, Result, register_method
 from compress.models.layers import register_layer
 from compress.models.model import Model
-from compress.quantize._common import calibration_batches, file_size, ort_metrics, quantizable_layers, workdir
+from compress.quantize._common import (
+    ConvGeometry,
+    calibration_batches,
+    file_size,
+    ort_metrics,
+    quantizable_layers,
+    workdir,
+)
 
 
 @dataclass
@@ -154,7 +161,7 @@ class _CodebookWeight(nn.Module):
         return 8 * self.packed.numel() + 32 * self.codebooks.numel() + 8 * self.channel_group.numel()
 
 
-class CodebookConv2d(_CodebookWeight):
+class CodebookConv2d(ConvGeometry, _CodebookWeight):
     """A Conv2d whose weight is stored as packed codebook indices."""
 
     def __init__(
@@ -171,50 +178,21 @@ class CodebookConv2d(_CodebookWeight):
         codebook_groups: int,
     ) -> None:
         super().__init__()
-        self.in_channels, self.out_channels, self.conv_groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride = list(kernel_size), list(stride)
-        self.padding, self.dilation = list(padding), list(dilation)
-        self._init_storage([out_channels, in_channels // groups, *kernel_size], bits, codebook_groups)
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        shape = self._init_conv(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+        self._init_storage(shape, bits, codebook_groups)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, bits: int, codebook_groups: int) -> CodebookConv2d:
-        if isinstance(conv.padding, str):
-            raise RecipeError("codebook quantization needs numeric conv padding")
-        m = cls(
-            conv.in_channels,
-            conv.out_channels,
-            list(conv.kernel_size),
-            list(conv.stride),
-            list(conv.padding),
-            list(conv.dilation),
-            conv.groups,
-            conv.bias is not None,
-            bits,
-            codebook_groups,
-        )
+        m = cls(*cls.conv_args(conv), bits, codebook_groups)
         if conv.bias is not None:
             m.bias.data.copy_(conv.bias.data)
         return m
 
     def get_config(self) -> dict[str, Any]:
-        return {
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "kernel_size": self.kernel_size,
-            "stride": self.stride,
-            "padding": self.padding,
-            "dilation": self.dilation,
-            "groups": self.conv_groups,
-            "bias": self.bias is not None,
-            "bits": self.bits,
-            "codebook_groups": self.groups,
-        }
+        return {**self.conv_config(), "bits": self.bits, "codebook_groups": self.groups}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(
-            x, self.dequantized_weight(), self.bias, self.stride, self.padding, self.dilation, self.conv_groups
-        )
+        return self.conv(x, self.dequantized_weight())
 
 
 class CodebookLinear(_CodebookWeight):
