@@ -17,7 +17,7 @@ from typing import Any
 
 from compress.config import to_dict
 from compress.errors import CompressError, DataError
-from compress.runs import RunDir
+from compress.runs import RunDir, read_manifest
 
 
 def load_input(
@@ -167,8 +167,9 @@ def run_recipe(
         data = data_for(step)
         vdir = run.work / "variants" / step.name
         started = time.perf_counter()
-        if vdir.exists():
-            outputs[step.name] = load_model(str(vdir))
+        if vdir.exists():  # finished before an interruption: reuse it
+            if "torch" in read_manifest(vdir).get("artifacts", {}):
+                outputs[step.name] = load_model(str(vdir))
             _note_variant(run, step.name)
             continue
         vrun = RunDir(vdir, step.technique, resume=vdir.with_name(step.name + ".partial").exists())

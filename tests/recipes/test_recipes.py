@@ -66,3 +66,43 @@ def test_unknown_step_reference_is_reported():
     raw = {"name": "x", "steps": [{"name": "a", "technique": "shrink", "model": "builtin:simple_cnn"}]}
     with pytest.raises(RecipeError, match="unknown technique 'shrink'"):
         parse_recipe(raw)
+
+
+def test_interrupted_recipe_resumes_without_redoing_finished_steps(tmp_path, monkeypatch):
+    from compress import pipeline
+    from compress.errors import RunDirError
+
+    raw = {
+        "name": "resume",
+        "data": {"name": "digits", "image_size": 8, "limit": 96},
+        "steps": [
+            {"name": "a", "technique": "train", "model": "builtin:simple_cnn", "model_kwargs": {"width": 0.25},
+             "params": {"epochs": 1}},
+            {"name": "b", "technique": "train", "model": "a", "params": {"epochs": 1}},
+        ],
+        "bench": {"latency": {"min_iters": 3, "min_time_s": 0.0, "warmup_iters": 1, "warmup_s": 0.0}},
+    }
+    recipe = parse_recipe(raw)
+    real = pipeline.run_technique
+    calls = []
+
+    def interrupt_on_b(technique, config, model, **kw):
+        calls.append(model.history[-1]["technique"] if model.history else "fresh")
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(technique, config, model, **kw)
+
+    monkeypatch.setattr(pipeline, "run_technique", interrupt_on_b)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_recipe(recipe, tmp_path / "r")
+    assert (tmp_path / "r.partial" / "variants" / "a" / "manifest.json").exists()
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(RunDirError, match="--resume"):
+        pipeline.run_recipe(recipe, tmp_path / "r")
+    a_manifest = (tmp_path / "r.partial" / "variants" / "a" / "manifest.json").read_text()
+    out = pipeline.run_recipe(recipe, tmp_path / "r", resume=True)
+    assert len(calls) == 3  # only b ran again
+    assert (out / "variants" / "a" / "manifest.json").read_text() == a_manifest
+    assert json.loads((out / "manifest.json").read_text())["variants"] == ["a", "b"]
+    steps = json.loads((out / "variants" / "b" / "manifest.json").read_text())["steps"]
+    assert [s["technique"] for s in steps] == ["train", "train"]
