@@ -54,9 +54,16 @@ def execute(
     model_kwargs: dict[str, Any] | None = None,
     export: bool = True,
     summary_keys: tuple[str, ...] = (),
-) -> Path:
-    """What `train`, `prune` and `quantize` share: load inputs, run the technique into a run directory,
-    save (and export) the result, commit, print a one-line summary."""
+    model_role: str = "model",
+) -> Path | None:
+    """What `train`, `prune`, `quantize` and `distill` share: load inputs, run the technique into a run
+    directory, save (and export) the result, commit, print a one-line summary.
+
+    Under `torchrun` every process trains (DDP through the shared loop) but only rank 0 creates and
+    writes the run directory; the others wait for it before they start, and return None.
+    """
+    import os
+
     from compress.cli.common import console
     from compress.config import to_dict
     from compress.pipeline import load_input, run_technique, write_variant
@@ -71,18 +78,39 @@ def execute(
         model, bundle, kwargs=model_kwargs, trust_code=trust_code, num_classes=num_classes, input_shape=input_shape
     )
     teacher_model = load_input(teacher, bundle, trust_code=trust_code) if teacher else None
-    run = RunDir(out, technique, force=force, resume=resume)
-    run.add_input("model", model, model if Path(model).is_file() else None)
-    if teacher:
-        run.add_input("teacher", teacher, teacher if Path(teacher).is_file() else None)
-    run.set_config(
-        {
-            "method": method,
-            "params": to_dict(method_config),
-            "data": to_dict(data_cfg) if data_cfg is not None else None,
-        }
-    )
-    result = run_technique(technique, method_config, net, data=bundle, teacher=teacher_model, workdir=run.work / "work")
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    run = None
+    if rank == 0:
+        run = RunDir(out, technique, force=force, resume=resume)
+        run.add_input(model_role, model, model if Path(model).is_file() else None)
+        if teacher:
+            run.add_input("teacher", teacher, teacher if Path(teacher).is_file() else None)
+        run.set_config(
+            {
+                "method": method,
+                "params": to_dict(method_config),
+                "data": to_dict(data_cfg) if data_cfg is not None else None,
+            }
+        )
+    if world > 1:
+        _join_process_group(method_config)
+    workdir = out.with_name(out.name + ".partial") / "work"
+    result = run_technique(technique, method_config, net, data=bundle, teacher=teacher_model, workdir=workdir)
+    if run is None:
+        return None
     write_variant(run, result, data=bundle, export=export)
     summary = {k: result.metrics.get(k) for k in summary_keys if k in result.metrics}
     return finish(run, console(), summary=summary)
+
+
+def _join_process_group(method_config: Any) -> None:
+    """Join the process group early, so no rank touches the run directory before rank 0 made it."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        train = method_config if hasattr(method_config, "device") else getattr(method_config, "train", None)
+        device = getattr(train, "device", "auto")
+        use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    dist.barrier()
