@@ -4,7 +4,7 @@ WORKDIR /opt/compress
 COPY pyproject.toml README.md ./
 COPY compress ./compress
 COPY recipes ./recipes
-RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu -e .
+RUN pip install --no-cache-dir -e .
 ENV COMPRESS_PROGRESS=1
 ENTRYPOINT ["compress"]
 CMD ["--help"]
