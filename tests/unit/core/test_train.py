@@ -89,3 +89,24 @@ def test_api_train_records_history_and_leaves_input_untouched(digits_small, tiny
     assert result.model.history[0]["params"]["epochs"] == 1
     for k, v in tiny_model.module.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+def test_batchnorm_recalibration_averages_the_sample():
+    from torch.utils.data import TensorDataset
+
+    from compress.train.loop import recalibrate_batchnorm
+
+    x = torch.rand(64, 3, 4, 4) * torch.tensor([1.0, 5.0, 9.0]).view(1, 3, 1, 1) + 2.0
+    bn = torch.nn.BatchNorm2d(3, momentum=0.1)
+    assert recalibrate_batchnorm(torch.nn.Sequential(bn).eval(), TensorDataset(x), 4, 16, torch.device("cpu"))
+    torch.testing.assert_close(bn.running_mean, x.mean(dim=(0, 2, 3)))
+    assert bn.momentum == 0.1 and not bn.training  # settings restored
+    assert not recalibrate_batchnorm(torch.nn.Linear(2, 2), TensorDataset(x), 4, 16, torch.device("cpu"))
+
+
+def test_short_training_evaluates_with_recalibrated_statistics(digits_small, tiny_model):
+    cfg = dict(epochs=2, batch_size=32, lr=5e-3)
+    plain, recal = tiny_model.copy(), tiny_model.copy()
+    without = train(plain.module, digits_small, TrainConfig(**cfg, bn_recalibration=0)).metrics["accuracy"]
+    res = train(recal.module, digits_small, TrainConfig(**cfg))
+    assert res.history[-1]["bn_recalibrated"] and res.metrics["accuracy"] > without
