@@ -76,8 +76,13 @@ def test_interrupted_recipe_resumes_without_redoing_finished_steps(tmp_path, mon
         "name": "resume",
         "data": {"name": "digits", "image_size": 8, "limit": 96},
         "steps": [
-            {"name": "a", "technique": "train", "model": "builtin:simple_cnn", "model_kwargs": {"width": 0.25},
-             "params": {"epochs": 1}},
+            {
+                "name": "a",
+                "technique": "train",
+                "model": "builtin:simple_cnn",
+                "model_kwargs": {"width": 0.25},
+                "params": {"epochs": 1},
+            },
             {"name": "b", "technique": "train", "model": "a", "params": {"epochs": 1}},
         ],
         "bench": {"latency": {"min_iters": 3, "min_time_s": 0.0, "warmup_iters": 1, "warmup_s": 0.0}},
