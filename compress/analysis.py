@@ -42,6 +42,11 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...], *, per_module: b
         # grad mode on: with it off, nn.MultiheadAttention takes a fused fast path that the counter misses
         with torch.enable_grad(), counter:
             module(torch.zeros(1, *input_shape))
+    except RuntimeError as e:
+        from compress.errors import ModelError
+
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ModelError(f"the model does not accept inputs of shape {list(input_shape)} ({first})") from None
     finally:
         module.train(was_training)
     total = counter.get_total_flops() // 2
@@ -118,6 +123,8 @@ def onnx_summary(path: str | Path) -> dict[str, Any]:
         raise BackendError(
             f"{path}: not a readable ONNX file ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})"
         ) from None
+    if not model.graph.node:
+        raise BackendError(f"{path}: an ONNX file with no graph")
     params = 0
     dtypes: collections.Counter[str] = collections.Counter()
     for init in model.graph.initializer:

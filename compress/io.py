@@ -13,6 +13,10 @@ from typing import Any
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write `data` to a temporary file beside `path`, then rename it into place."""
     path = Path(path)
+    if path.is_dir():
+        from compress.errors import CompressError
+
+        raise CompressError(f"{path} is a directory; give a file path")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -32,7 +32,11 @@ def load_input(
     """Load a model spec, building fresh architectures to fit the data."""
     from compress.models.sources import load_model
 
+    if num_classes is not None and num_classes < 1:
+        raise DataError(f"--num-classes must be at least 1, got {num_classes}")
     if data is not None:
+        if num_classes is not None and data.task == "classification" and num_classes < data.num_classes:
+            raise DataError(f"--num-classes {num_classes} is fewer than the {data.num_classes} classes in the data")
         nc = num_classes if num_classes is not None else (data.num_classes or None)
         model = load_model(
             spec,

@@ -43,6 +43,10 @@ def bench(path: str | Path, config: BenchConfig | None = None, *, data: Any = No
     from compress.backends.base import BackendOptions
 
     config = config or BenchConfig()
+    if config.batch_size < 1 or config.eval_batch_size < 1:
+        raise DataError("batch sizes must be at least 1")
+    if config.device not in ("cpu", "cuda"):
+        raise DataError(f"unknown device '{config.device}'; available: cpu, cuda")
     session = get_backend(config.backend).load(path, BackendOptions(config.device, config.threads))
     shape = session.input_shape
     if data is not None:

@@ -29,6 +29,10 @@ class LatencyConfig:
     min_time_s: float = 1.0
     max_iters: int = 100_000
 
+    def __post_init__(self) -> None:
+        if min(self.warmup_iters, self.min_iters) < 0 or self.max_iters < 1 or min(self.warmup_s, self.min_time_s) < 0:
+            raise ValueError("latency settings must be non-negative (and max_iters at least 1)")
+
 
 def measure(run: Callable[[], object], config: LatencyConfig | None = None) -> np.ndarray:
     """Per-call wall times in seconds of `run`, after warm-up."""

@@ -28,6 +28,7 @@ def bench(
     channels: int | None = opt.Channels,
     limit: int | None = opt.Limit,
     json_out: Path | None = typer.Option(None, "--json", help="Write every figure to this JSON file."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --json file."),
 ) -> None:
     """Measure latency (n, mean, std, CoV, percentiles, throughput) and, with --data, accuracy through
     the deployed model. Given a run directory, the figures are also recorded in its manifest."""
@@ -44,8 +45,9 @@ def bench(
     path = resolve_model_path(model, role)
     if not path.is_file():
         raise CompressError(f"model file not found: {path}")
-    if json_out is not None and json_out.resolve() == path.resolve():
-        raise CompressError("--json would overwrite the model")
+    from compress.cli.common import check_output_file
+
+    check_output_file(json_out, force=force, inputs=(path,))
     bundle = None
     if data is not None:
         bundle = load_data(data_config(data, task=task, image_size=image_size, channels=channels, limit=limit))

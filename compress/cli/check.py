@@ -48,6 +48,7 @@ def check(
     junit: Path | None = typer.Option(None, "--junit", help="Write JUnit XML (one testcase per gate)."),
     summary: Path | None = typer.Option(None, "--summary", help="Write a Markdown summary (CI job summary)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write every figure to this JSON file."),
+    force: bool = typer.Option(False, "--force", help="Replace existing --junit/--summary/--json files."),
 ) -> None:
     """Gate a candidate model against a baseline: interleaved A/B latency with a confidence interval,
     plus accuracy, params, MACs, size and structure. Exit 0 pass, 1 fail, 3 inconclusive, 2 usage error."""
@@ -79,6 +80,10 @@ def check(
             "seed": seed,
         }
     )
+    from compress.cli.common import check_output_file
+
+    for out in (junit, summary, json_out):
+        check_output_file(out, force=force, inputs=(baseline, candidate, baseline_json, candidate_json))
     if saved:
         if baseline_json is None or candidate_json is None:
             raise CompressError("--baseline-json needs --candidate-json (and the other way round)")

@@ -6,6 +6,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -60,9 +61,12 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     if not text:
         return None
     try:
-        return tuple(int(v) for v in text.replace("x", ",").split(","))
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
     except ValueError:
         raise CompressError(f"--input-shape: expected C,H,W, got '{text}'") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise CompressError(f"--input-shape: expected three positive sizes C,H,W, got '{text}'")
+    return shape
 
 
 def data_config(
@@ -91,6 +95,30 @@ def data_config(
     from compress.data import DataConfig
 
     return from_dict(DataConfig, raw, where="--data options")
+
+
+def check_output_file(path: Path | None, *, force: bool, inputs: tuple[Any, ...] = ()) -> None:
+    """Refuse an output file that is a directory, is one of the inputs, or exists (without --force)."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise CompressError(f"{path} is a directory; give a file path")
+    for i in inputs:
+        if i is not None and Path(i).exists() and path.resolve() == Path(i).resolve():
+            raise CompressError(f"{path} is an input of this command; choose another output")
+    if path.exists() and not force:
+        raise CompressError(f"{path} exists; pass --force to replace it")
+
+
+def check_output_dir(out: Path, inputs: tuple[Any, ...] = ()) -> None:
+    """Refuse an output directory that is, or contains, one of the inputs (--force would delete it)."""
+    target = out.resolve()
+    for i in inputs:
+        if i is None or not Path(i).exists():
+            continue
+        src = Path(i).resolve()
+        if src == target or target in src.parents:
+            raise CompressError(f"--out {out} would replace the input {i}; choose another directory")
 
 
 def print_json_path(path: Any) -> None:

@@ -51,6 +51,7 @@ def show(
     ),
     last: int | None = typer.Option(None, "--last", help="Only the last N results."),
     plot: Path | None = typer.Option(None, "--plot", help="Write a PNG trend plot."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --plot file."),
 ) -> None:
     """Show the trend of a figure; changes are computed only between results of the same machine."""
     from rich.table import Table
@@ -63,6 +64,9 @@ def show(
 
     if not db.is_file():
         raise CompressError(f"history database not found: {db}")
+    from compress.cli.common import check_output_file
+
+    check_output_file(plot, force=force, inputs=(db,))
     rows = query(db, model=model, fingerprint=fingerprint() if this_machine else None, limit=last)
     lines = trend(rows, figure)
     table = Table(title=f"{db} · {figure}", title_justify="left")
@@ -98,7 +102,10 @@ def compare(
     from compress.check.history import compare as compare_rows
     from compress.cli.check import _table, _threshold
     from compress.cli.common import console
+    from compress.errors import CompressError
 
+    if not db.is_file():
+        raise CompressError(f"history database not found: {db}")
     cfg = config_from_options({"max_slowdown": _threshold(max_slowdown, "--max-slowdown", percent=True)})
     result = compare_rows(db, baseline, candidate, cfg)
     console().print(_table(result))

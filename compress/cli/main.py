@@ -30,7 +30,22 @@ app.add_typer(history.app, name="history")
 
 
 def main() -> None:
-    app()
+    """Entry point: Click's usage errors become one line too (tests drive `app` directly)."""
+    import sys
+
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # Click's usage errors (Typer vendors Click, so match on the interface)
+        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+            raise
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        typer.echo(f"error: {e.format_message()}{hint}", err=True)
+        sys.exit(e.exit_code or 2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ def run(
     from compress.runs import read_manifest
 
     target = out or Path("runs") / r.name
+    from compress.cli.common import check_output_dir
+
+    check_output_dir(target, (recipe,))
     path = run_recipe(r, target, force=force, resume=resume, trust_code=trust_code, recipe_path=str(recipe))
     import json
 

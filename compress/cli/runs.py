@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from compress.errors import RecipeError
+from compress.errors import CompressError, RecipeError
 
 
 def load_yaml_params(path: Path | None) -> dict[str, Any]:
@@ -20,7 +20,9 @@ def load_yaml_params(path: Path | None) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or 'parse error'})") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: expected a mapping of settings")
     return data
@@ -78,6 +80,9 @@ def execute(
         model, bundle, kwargs=model_kwargs, trust_code=trust_code, num_classes=num_classes, input_shape=input_shape
     )
     teacher_model = load_input(teacher, bundle, trust_code=trust_code) if teacher else None
+    from compress.cli.common import check_output_dir
+
+    check_output_dir(out, (model, teacher))
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     run = None
     if rank == 0:
@@ -95,10 +100,18 @@ def execute(
     if world > 1:
         _join_process_group(method_config)
     workdir = out.with_name(out.name + ".partial") / "work"
-    result = run_technique(technique, method_config, net, data=bundle, teacher=teacher_model, workdir=workdir)
-    if run is None:
-        return None
-    write_variant(run, result, data=bundle, export=export)
+    try:
+        result = run_technique(technique, method_config, net, data=bundle, teacher=teacher_model, workdir=workdir)
+        if run is None:
+            return None
+        write_variant(run, result, data=bundle, export=export)
+    except CompressError:
+        # a user error, not an interruption: leave nothing behind unless it was a resumed run
+        if run is not None and not run.resumed:
+            import shutil
+
+            shutil.rmtree(run.work, ignore_errors=True)
+        raise
     summary = {k: result.metrics.get(k) for k in summary_keys if k in result.metrics}
     return finish(run, console(), summary=summary)
 

@@ -46,6 +46,10 @@ class DataConfig:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {self.limit}")
+        if self.calib_size < 1:
+            raise ValueError(f"calib_size must be at least 1, got {self.calib_size}")
         if self.image_size < 4:
             raise ValueError(f"image_size must be at least 4, got {self.image_size}")
 

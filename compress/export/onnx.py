@@ -46,6 +46,12 @@ class ExportConfig:
     rtol: float = 1e-3
     min_top1_agreement: float = 0.99
 
+    def __post_init__(self) -> None:
+        if not 7 <= self.opset <= 23:
+            raise ValueError(f"opset must be between 7 and 23, got {self.opset}")
+        if self.parity_batch < 1:
+            raise ValueError("parity_batch must be at least 1")
+
 
 def export_onnx(model: Model, path: str | Path, config: ExportConfig | None = None) -> dict[str, Any]:
     """Export `model` to `path` and check it; returns the export report (exporter, parity, size)."""
@@ -86,7 +92,12 @@ def export_onnx(model: Model, path: str | Path, config: ExportConfig | None = No
         tmp.unlink(missing_ok=True)
         for extra in path.parent.glob(f".{path.stem}.tmp{os.getpid()}.onnx*"):
             extra.unlink(missing_ok=True)
-    opset = config.opset if used == "dynamo" else min(config.opset, 17)
+    import onnx
+
+    opset = max(
+        (o.version for o in onnx.load(str(path), load_external_data=False).opset_import if o.domain in ("", "ai.onnx")),
+        default=None,
+    )  # what the file really declares (the dynamo exporter raises a too-low request to 18)
     return {
         "exporter": used,
         "opset": opset,

@@ -16,6 +16,8 @@ BUILTIN: Registry = Registry("builtin model", ModelError)
 
 
 def _w(channels: int, width: float) -> int:
+    if width <= 0:
+        raise ModelError(f"width must be positive, got {width}")
     return max(1, int(round(channels * width)))
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +78,7 @@ def load_checkpoint(path: str | Path, *, trust_code: bool = False) -> Model:
                 "code from the file. Pass --trust-code only if you trust its origin"
             ) from None
         return _load_pickled_module(path)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except Exception as e:  # the legacy unpickler raises KeyError, IndexError... on arbitrary bytes
         raise ModelError(f"{path}: corrupted or not a PyTorch file ({_first_line(e)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(
@@ -101,6 +100,8 @@ def model_from_payload(payload: dict[str, Any], *, where: str) -> Model:
         missing, unexpected = module.load_state_dict(payload["state_dict"], strict=False)
     except KeyError as e:
         raise ModelError(f"{where}: checkpoint lacks field {e}") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ModelError(f"{where}: unreadable checkpoint contents ({_first_line(e)})") from None
     except RuntimeError as e:
         raise ModelError(f"{where}: weights do not fit the architecture ({_first_line(e)})") from None
     if missing or unexpected:

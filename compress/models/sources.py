@@ -107,6 +107,8 @@ def load_model(
         kw = dict(kwargs or {})
         if num_classes is not None:
             kw.setdefault("num_classes", num_classes)
+        if in_channels is None and input_shape is not None and source == "builtin":
+            in_channels = input_shape[0]
         if in_channels is not None and source == "builtin":
             kw.setdefault("in_channels", in_channels)
         if source == "torchvision" and in_channels not in (None, 3):
@@ -168,12 +170,19 @@ def _load_torchscript(path: Path, trust_code: bool) -> Model:
 
 
 def _load_exported_program(path: Path) -> Model:
+    import logging
+
     import torch
 
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # torch logs its own traceback for a bad archive
     try:
         program = torch.export.load(str(path))
     except Exception as e:  # torch.export.load raises many types for a bad file
-        raise ModelError(f"{path}: unreadable torch.export file ({str(e).splitlines()[0][:200]})") from None
+        raise ModelError(f"{path}: unreadable torch.export file ({(str(e).splitlines() or [''])[0][:200]})") from None
+    finally:
+        logger.setLevel(level)
     shape: tuple[int, ...] = ()
     placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
     user_inputs = program.graph_signature.user_inputs

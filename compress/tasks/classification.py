@@ -17,6 +17,13 @@ class Accuracy(Metric):
 
     def update(self, outputs, targets) -> None:
         logits, y = as_tensor(outputs).float(), as_tensor(targets).long()
+        if logits.ndim != 2 or logits.shape[0] != y.shape[0] or (len(y) and int(y.max()) >= logits.shape[1]):
+            from compress.errors import DataError
+
+            raise DataError(
+                f"the model's outputs {list(logits.shape)} do not fit classification labels "
+                f"(up to class {int(y.max()) if len(y) else 0}); wrong model or wrong --task?"
+            )
         k = min(5, logits.shape[1])
         topk = logits.topk(k, dim=1).indices
         self.correct1 += int((topk[:, 0] == y).sum())

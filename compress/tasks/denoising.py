@@ -20,6 +20,13 @@ class PSNR(Metric):
 
     def update(self, outputs, targets) -> None:
         out, ref = as_tensor(outputs).float().clamp(0, 1), as_tensor(targets).float()
+        if out.shape != ref.shape:
+            from compress.errors import DataError
+
+            raise DataError(
+                f"the model's outputs {list(out.shape)} are not images like the targets {list(ref.shape)}; "
+                "wrong model or wrong --task?"
+            )
         mse = ((out - ref) ** 2).flatten(1).mean(1).clamp_min(1e-10)
         self.psnr_sum += float((10 * torch.log10(1.0 / mse)).sum())
         self.mse_sum += float(mse.sum())

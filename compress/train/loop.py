@@ -239,8 +239,14 @@ def _train(module, data, config, objective, checkpoint, description, show_progre
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if ckpt_path is not None and ckpt_path.exists():
         state = _load_checkpoint(ckpt_path, config)
-        trainable.model.load_state_dict(state["model"])
-        trainable.aux.load_state_dict(state["aux"])
+        try:
+            trainable.model.load_state_dict(state["model"])
+            trainable.aux.load_state_dict(state["aux"])
+        except RuntimeError:
+            raise RecipeError(
+                f"{ckpt_path}: the interrupted run trained a different model; resume with the same model "
+                "and settings, or use --force to start over"
+            ) from None
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         objective.load_state_dict(state["objective"])

@@ -130,3 +130,52 @@ def test_methods_lists_config_fields():
 def test_python_dash_m_compress_works():
     out = subprocess.run([sys.executable, "-m", "compress", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "report" in out.stdout
+
+
+def test_outputs_never_replace_inputs_or_existing_files(teacher_run, tmp_path):
+    if not (teacher_run / "model.onnx").exists():
+        assert invoke("export", teacher_run, "--out", teacher_run / "model.onnx").exit_code == 0
+    existing = tmp_path / "mine.json"
+    existing.write_text("keep")
+    fast = ["--min-time", "0", "--min-iters", "2"]
+    assert_user_error(invoke("bench", teacher_run / "model.onnx", *fast, "--json", existing), "exists; pass --force")
+    assert existing.read_text() == "keep"
+    assert_user_error(invoke("bench", teacher_run / "model.onnx", *fast, "--json", tmp_path), "is a directory")
+    before = (teacher_run / "manifest.json").read_text()
+    result = invoke(
+        "prune", "--model", teacher_run, "--method", "channel", "--ratio", "0.5", "--out", teacher_run, "--force"
+    )
+    assert_user_error(result, "would replace the input")
+    assert (teacher_run / "manifest.json").read_text() == before
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "report.md").write_text("my notes")
+    assert_user_error(invoke("report", teacher_run, "--out", mine), "not a report folder")
+    assert (mine / "report.md").read_text() == "my notes"
+
+
+def test_a_user_error_mid_run_leaves_no_partial_directory(teacher_run, tmp_path):
+    out = tmp_path / "pruned"
+    result = invoke(
+        "prune", "--model", teacher_run, "--method", "channel", "--ratio", "0.5", "--finetune-epochs", "1", "--out", out
+    )  # fine-tuning needs --data
+    assert_user_error(result, "needs data")
+    assert not out.exists() and not (tmp_path / "pruned.partial").exists()
+
+
+def test_garbage_checkpoint_and_bad_shapes_are_one_line_errors(tmp_path):
+    garbage = tmp_path / "g.pt"
+    garbage.write_text("hello\n")
+    assert_user_error(invoke("info", garbage), "corrupted or not a PyTorch file")
+    assert_user_error(invoke("info", "builtin:simple_cnn", "--input-shape", "16,16"), "three positive sizes")
+    assert_user_error(invoke("info", "torchvision:resnet18", "--input-shape", "1,32,32"), "does not accept inputs")
+
+
+def test_usage_errors_are_one_line_from_the_real_entry_point():
+    out = subprocess.run(
+        [sys.executable, "-m", "compress", "train", "--epochs", "abc", "--model", "x", "--out", "y"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: Invalid value for '--epochs'") and len(out.stderr.strip().splitlines()) == 1
