@@ -26,8 +26,11 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> P
         sizes = [r["size_bytes"] or 1 for r in pts]
         biggest = max(sizes)
         front = set(pareto_front(rows))
-        for r, s in zip(pts, sizes, strict=False):
-            x, y = r["latency"]["p50_ms"], r["value"] * scale
+        xs = [r["latency"]["p50_ms"] for r in pts]
+        ys = [r["value"] * scale for r in pts]
+        xspan, yspan = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+        placed: list[tuple[float, float]] = []
+        for r, s, x, y in zip(pts, sizes, xs, ys, strict=True):
             on = r["name"] in front
             ax.scatter(
                 x,
@@ -39,7 +42,12 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> P
                 linewidth=0.6,
                 zorder=3,
             )
-            ax.annotate(f"{r['name']}\n{_size(s)}", (x, y), textcoords="offset points", xytext=(8, 6), fontsize=8)
+            # stagger the labels of points that sit close together so they do not print over each other
+            near = sum(abs(x - px) < 0.08 * xspan and abs(y - py) < 0.08 * yspan for px, py in placed)
+            placed.append((x, y))
+            ax.annotate(
+                f"{r['name']}\n{_size(s)}", (x, y), textcoords="offset points", xytext=(8, 6 - 24 * near), fontsize=8
+            )
         fr = sorted((r["latency"]["p50_ms"], r["value"] * scale) for r in pts if r["name"] in front)
         if len(fr) > 1:
             ax.step(
