@@ -101,8 +101,11 @@ class Objective:
     """What the loop minimises. Subclass it to distill, regularise, gate or quantize.
 
     `modules()` are trained with the model (projection heads, gates); `state_dict()` is saved in
-    checkpoints (e.g. an adaptive penalty weight).
+    checkpoints (e.g. an adaptive penalty weight). `recalibrate_bn` lets an objective that trains on
+    views unlike the plain training data opt out of the final BatchNorm recalibration.
     """
+
+    recalibrate_bn: bool = True
 
     def modules(self) -> dict[str, nn.Module]:
         return {}
@@ -296,7 +299,7 @@ def _train(module, data, config, objective, checkpoint, description, show_progre
                     _save_checkpoint(ckpt_path, trainable, optimizer, scheduler, objective, step, history, config)
                 if end_of_epoch:
                     break
-    finished = config.bn_recalibration and step == total_steps and total_steps > 0
+    finished = config.bn_recalibration and objective.recalibrate_bn and step == total_steps and total_steps > 0
     if finished and recalibrate_batchnorm(
         module, data.train, config.bn_recalibration, config.batch_size, device, config.seed
     ):
