@@ -118,12 +118,12 @@ def execute(
 
 def _join_process_group(method_config: Any) -> None:
     """Join the process group early, so no rank touches the run directory before rank 0 made it."""
-    import torch
     import torch.distributed as dist
+
+    from compress.train.loop import resolve_device
 
     if not dist.is_initialized():
         train = method_config if hasattr(method_config, "device") else getattr(method_config, "train", None)
-        device = getattr(train, "device", "auto")
-        use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        device = resolve_device(getattr(train, "device", "auto"))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     dist.barrier()

@@ -182,7 +182,7 @@ def train(
     """
     objective = objective or TaskObjective(data.task)
     world, rank, local_rank = _dist_env()
-    device = _device(config.device, local_rank)
+    device = resolve_device(config.device)
     with _determinism(device.type == "cuda" and config.deterministic):
         return _train(module, data, config, objective, checkpoint, description, show_progress, world, rank, device)
 
@@ -353,12 +353,22 @@ def _dist_env() -> tuple[int, int, int]:
     return world, rank, local
 
 
-def _device(choice: str, local_rank: int) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise CompressError("device 'cuda' requested but no CUDA device is available")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+def resolve_device(choice: str) -> torch.device:
+    """The device of this process. Under torchrun each process needs a GPU of its own: with `auto`,
+    more local processes than GPUs means every process runs on the CPU (gloo), never a mix."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if choice == "cpu" or (choice == "auto" and gpus < max(local_world, 1)):
+        return torch.device("cpu")
+    if gpus == 0:
+        raise CompressError("device 'cuda' requested but no CUDA device is available")
+    if local_world > gpus:
+        raise CompressError(
+            f"{local_world} processes on this machine but {gpus} CUDA device(s): one process per GPU "
+            "(--nproc-per-node), or device cpu"
+        )
+    return torch.device("cuda", local_rank)
 
 
 def _optimizer(trainable: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

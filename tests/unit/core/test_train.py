@@ -110,3 +110,19 @@ def test_short_training_evaluates_with_recalibrated_statistics(digits_small, tin
     without = train(plain.module, digits_small, TrainConfig(**cfg, bn_recalibration=0)).metrics["accuracy"]
     res = train(recal.module, digits_small, TrainConfig(**cfg))
     assert res.history[-1]["bn_recalibrated"] and res.metrics["accuracy"] > without
+
+
+def test_device_resolution_under_torchrun(monkeypatch):
+    from compress.errors import CompressError
+    from compress.train.loop import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("auto").type == "cpu"  # 2 processes, 1 GPU: all on the CPU, never a mix
+    with pytest.raises(CompressError, match="one process per GPU"):
+        resolve_device("cuda")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert resolve_device("auto") == torch.device("cuda", 0)
