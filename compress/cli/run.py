@@ -26,6 +26,7 @@ def run(
     r = load_recipe(recipe)
     con = console()
     if check:
+        _build_inputs(r, trust_code)
         con.print(f"[green]valid[/green] {recipe}: {len(r.steps)} steps ({', '.join(s.name for s in r.steps)})")
         return
     from compress.pipeline import run_recipe
@@ -45,3 +46,22 @@ def run(
         f"[green]done[/green] {path}  (report: {path / 'report' / 'report.md'}, plot: {path / 'report' / 'pareto.png'})"
     )
     _ = read_manifest
+
+
+def _build_inputs(recipe, trust_code: bool) -> None:
+    """--check also builds every fresh model a step names (with its model_kwargs) on the step's data,
+    so a bad architecture argument fails here rather than minutes into a run."""
+    from compress.config import to_dict
+    from compress.data import load_data
+    from compress.pipeline import load_input
+
+    datasets: dict[str, object] = {}
+    names = {s.name for s in recipe.steps}
+    for step in recipe.steps:
+        cfg = step.data or recipe.data
+        key = repr(to_dict(cfg))
+        if key not in datasets:
+            datasets[key] = load_data(cfg)
+        for ref, kwargs in ((step.model, step.model_kwargs), (step.teacher, None)):
+            if ref and ref not in names:
+                load_input(ref, datasets[key], kwargs=kwargs, trust_code=trust_code)

@@ -179,3 +179,13 @@ def test_usage_errors_are_one_line_from_the_real_entry_point():
     )
     assert out.returncode == 2
     assert out.stderr.startswith("error: Invalid value for '--epochs'") and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_run_check_builds_the_models_it_names(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    step = "{name: a, technique: train, model: builtin:simple_cnn, model_kwargs: {bogus: 1}}"
+    recipe.write_text(f"name: x\nsteps:\n  - {step}\n")
+    assert_user_error(invoke("run", recipe, "--check"), "builtin:simple_cnn rejects")
+    recipe.write_text("name: x\nsteps:\n  - {name: a, technique: train, model: builtin:simple_cnn}\n")
+    result = invoke("run", recipe, "--check")
+    assert result.exit_code == 0 and "valid" in result.output
