@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import types
-import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from compress.errors import RecipeError
@@ -124,11 +123,3 @@ def to_dict(config: Any) -> Any:
     if isinstance(config, dict):
         return {str(k): to_dict(v) for k, v in config.items()}
     return config
-
-
-def replace(config: C, **changes: Any) -> C:
-    """A copy of `config` with the non-None `changes` applied (CLI options override recipes)."""
-    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
-
-
-_ = typing  # keep typing importable for get_type_hints on string annotations

@@ -41,13 +41,11 @@ class Context:
         data: the dataset bundle (train / val / calib splits), when the step has data.
         teacher: the teacher model, for distillation (or a method that distils while it fine-tunes).
         workdir: a folder for the method's files and training checkpoints; re-used on resume.
-        trust_code: the user allowed loading formats that run code.
     """
 
     data: Any = None
     teacher: Any = None
     workdir: Path | None = None
-    trust_code: bool = False
 
     def checkpoint(self, name: str = "train") -> Path | None:
         """A training checkpoint path inside the workdir (None without a workdir)."""

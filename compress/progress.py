@@ -18,10 +18,6 @@ class _Bar:
             status = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
             self._progress.update(self._task, advance=n, status=status)
 
-    def reset(self, description: str, total: int) -> None:
-        if self._progress is not None:
-            self._progress.reset(self._task, total=total, description=description)
-
 
 def enabled() -> bool:
     return os.environ.get("COMPRESS_PROGRESS", "1") != "0" and os.environ.get("RANK", "0") == "0"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -78,7 +77,6 @@ def bench(
     if json_out is not None:
         atomic_write_json(json_out, result)
         typer.echo(f"wrote {json_out}", err=True)
-    _ = json
 
 
 def record_in_run(run_dir: Path, result: dict) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -119,11 +118,3 @@ def check_output_dir(out: Path, inputs: tuple[Any, ...] = ()) -> None:
         src = Path(i).resolve()
         if src == target or target in src.parents:
             raise CompressError(f"--out {out} would replace the input {i}; choose another directory")
-
-
-def print_json_path(path: Any) -> None:
-    typer.echo(f"wrote {path}", err=True)
-
-
-def flush() -> None:
-    sys.stdout.flush()

@@ -28,23 +28,23 @@ def distill(
     layers: str | None = typer.Option(None, "--layers", help=_LAYERS),
     teacher_layers: str | None = typer.Option(None, "--teacher-layers", help="Teacher layers."),
     student_layers: str | None = typer.Option(None, "--student-layers", help="Student layers."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size per process."),
-    optimizer: str | None = typer.Option(None, "--optimizer", help="sgd, adam or adamw."),
-    width: float | None = typer.Option(None, "--width", help="Width multiplier for a builtin student."),
+    epochs: int | None = opt.Epochs,
+    lr: float | None = opt.Lr,
+    batch_size: int | None = opt.BatchSize,
+    optimizer: str | None = opt.Optimizer,
+    width: float | None = opt.Width,
     task: str | None = opt.Task,
     image_size: int | None = opt.ImageSize,
     channels: int | None = opt.Channels,
     limit: int | None = opt.Limit,
     seed: int | None = opt.Seed,
-    config: Path | None = typer.Option(None, "--config", help="YAML file with the method's config fields."),
+    config: Path | None = opt.MethodConfig,
     force: bool = opt.Force,
     resume: bool = opt.Resume,
     trust_code: bool = opt.TrustCode,
 ) -> None:
     """Distill TEACHER into STUDENT with METHOD and save the student as DIR/model.pt with a manifest."""
-    from compress.cli.runs import execute, load_yaml_params
+    from compress.cli.runs import execute, load_yaml_params, set_given
     from compress.config import from_dict
     from compress.errors import RecipeError
     from compress.methods import get_method
@@ -52,15 +52,7 @@ def distill(
     spec = get_method("distill", method)
     params = load_yaml_params(config)
     train_params = dict(params.get("train") or {})
-    for key, value in (
-        ("epochs", epochs),
-        ("lr", lr),
-        ("batch_size", batch_size),
-        ("optimizer", optimizer),
-        ("seed", seed),
-    ):
-        if value is not None:
-            train_params[key] = value
+    set_given(train_params, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, seed=seed)
     if train_params:
         params["train"] = train_params
     fields = spec.config.__dataclass_fields__

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -62,4 +61,3 @@ def export(
         f"parity max|Δ| {p['max_abs_diff']:.2e}"
         + (f", top-1 agreement {p['top1_agreement']:.3f}" if "top1_agreement" in p else "")
     )
-    _ = json

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
-
 import typer
 
 Out = typer.Option(..., "--out", "-o", help="Run directory to create.")
@@ -26,4 +23,9 @@ TrustCode = typer.Option(
 NumClasses = typer.Option(None, "--num-classes", help="Classes for a fresh architecture (default: from the data).")
 InputShape = typer.Option(None, "--input-shape", help="C,H,W of one input, for fresh architectures without --data.")
 
-_ = (Path, Optional)
+Epochs = typer.Option(None, "--epochs", help="Training epochs.")
+Lr = typer.Option(None, "--lr", help="Peak learning rate.")
+BatchSize = typer.Option(None, "--batch-size", help="Batch size per process.")
+Optimizer = typer.Option(None, "--optimizer", help="sgd, adam or adamw.")
+Width = typer.Option(None, "--width", help="Width multiplier for builtin architectures.")
+MethodConfig = typer.Option(None, "--config", help="YAML file with the method's config fields.")

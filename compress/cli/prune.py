@@ -46,7 +46,7 @@ def prune(
     channels: int | None = opt.Channels,
     limit: int | None = opt.Limit,
     seed: int | None = opt.Seed,
-    config: Path | None = typer.Option(None, "--config", help="YAML file with the method's config fields."),
+    config: Path | None = opt.MethodConfig,
     export: bool = typer.Option(True, "--export/--no-export", help="Also export the pruned model to ONNX."),
     force: bool = opt.Force,
     resume: bool = opt.Resume,

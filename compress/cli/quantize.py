@@ -41,7 +41,7 @@ def quantize(
     channels: int | None = opt.Channels,
     limit: int | None = opt.Limit,
     seed: int | None = opt.Seed,
-    config: Path | None = typer.Option(None, "--config", help="YAML file with the method's config fields."),
+    config: Path | None = opt.MethodConfig,
     force: bool = opt.Force,
     resume: bool = opt.Resume,
     trust_code: bool = opt.TrustCode,

@@ -31,7 +31,6 @@ def run(
         return
     from compress.pipeline import run_recipe
     from compress.report import rich_table
-    from compress.runs import read_manifest
 
     target = out or Path("runs") / r.name
     from compress.cli.common import check_output_dir
@@ -45,7 +44,6 @@ def run(
     con.print(
         f"[green]done[/green] {path}  (report: {path / 'report' / 'report.md'}, plot: {path / 'report' / 'pareto.png'})"
     )
-    _ = read_manifest
 
 
 def _build_inputs(recipe, trust_code: bool) -> None:

@@ -28,6 +28,12 @@ def load_yaml_params(path: Path | None) -> dict[str, Any]:
     return data
 
 
+def set_given(params: dict[str, Any], **values: Any) -> dict[str, Any]:
+    """Put the options the user gave (not None) into `params`, over what a --config file said."""
+    params.update({k: v for k, v in values.items() if v is not None})
+    return params
+
+
 def finish(run, console, summary: dict[str, Any] | None = None) -> Path:
     """Drop the run's scratch folder, commit it and print where it went."""
     shutil.rmtree(run.work / "work", ignore_errors=True)

@@ -17,37 +17,29 @@ def train(
     ),
     out: Path = opt.Out,
     data: str = opt.Data,
-    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs (default 5)."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size per process."),
-    optimizer: str | None = typer.Option(None, "--optimizer", help="sgd, adam or adamw."),
-    width: float | None = typer.Option(None, "--width", help="Width multiplier for builtin architectures."),
+    epochs: int | None = opt.Epochs,
+    lr: float | None = opt.Lr,
+    batch_size: int | None = opt.BatchSize,
+    optimizer: str | None = opt.Optimizer,
+    width: float | None = opt.Width,
     num_classes: int | None = opt.NumClasses,
     task: str | None = opt.Task,
     image_size: int | None = opt.ImageSize,
     channels: int | None = opt.Channels,
     limit: int | None = opt.Limit,
     seed: int | None = opt.Seed,
-    config: Path | None = typer.Option(None, "--config", help="YAML file with TrainConfig fields."),
+    config: Path | None = opt.MethodConfig,
     force: bool = opt.Force,
     resume: bool = opt.Resume,
     trust_code: bool = opt.TrustCode,
 ) -> None:
     """Train a model (or fine-tune a checkpoint) and save it as DIR/model.pt with a manifest."""
-    from compress.cli.runs import execute, load_yaml_params
+    from compress.cli.runs import execute, load_yaml_params, set_given
     from compress.config import from_dict
     from compress.train.loop import TrainConfig
 
     params = load_yaml_params(config)
-    for key, value in (
-        ("epochs", epochs),
-        ("lr", lr),
-        ("batch_size", batch_size),
-        ("optimizer", optimizer),
-        ("seed", seed),
-    ):
-        if value is not None:
-            params[key] = value
+    set_given(params, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, seed=seed)
     train_config = from_dict(TrainConfig, params, where=str(config) if config else "train options")
     data_cfg = data_config(data, task=task, image_size=image_size, channels=channels, limit=limit, seed=seed)
     execute(

@@ -66,10 +66,6 @@ class DataBundle:
     task: str
     config: DataConfig
 
-    @property
-    def spec(self) -> str:
-        return self.config.name
-
 
 # source name -> loader(arg, config) -> (train, val, num_classes) of classification datasets
 DATASETS: Registry[Callable] = Registry("dataset", DataError)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from compress.errors import ModelError
@@ -156,5 +155,3 @@ for _cls in (nn.Identity, nn.ReLU, nn.Flatten):
     register_layer(_cls, _empty)
 register_layer(nn.Dropout, lambda m: {"p": m.p})
 register_layer(nn.Sequential, _empty, lambda _cfg: nn.Sequential())
-
-_ = torch

@@ -39,22 +39,22 @@ class ConvGeometry:
         return [out_channels, in_channels // groups, *kernel_size]
 
     @staticmethod
-    def conv_args(conv: nn.Conv2d) -> list[Any]:
-        """The constructor arguments of `_init_conv` taken from a float conv."""
+    def conv_args(conv: nn.Conv2d) -> dict[str, Any]:
+        """The geometry of a float conv, as `_init_conv` keyword arguments (and `conv_config` returns)."""
         if isinstance(conv.padding, str):
             from compress.errors import RecipeError
 
             raise RecipeError("weight quantization needs numeric conv padding, not 'same'/'valid'")
-        return [
-            conv.in_channels,
-            conv.out_channels,
-            list(conv.kernel_size),
-            list(conv.stride),
-            list(conv.padding),
-            list(conv.dilation),
-            conv.groups,
-            conv.bias is not None,
-        ]
+        return {
+            "in_channels": conv.in_channels,
+            "out_channels": conv.out_channels,
+            "kernel_size": list(conv.kernel_size),
+            "stride": list(conv.stride),
+            "padding": list(conv.padding),
+            "dilation": list(conv.dilation),
+            "groups": conv.groups,
+            "bias": conv.bias is not None,
+        }
 
     def conv_config(self) -> dict[str, Any]:
         return {

@@ -132,22 +132,9 @@ class _BitwiseWeight(nn.Module):
 class BitwiseConv2d(ConvGeometry, _BitwiseWeight):
     """A Conv2d whose weight is alpha * sign * sum_i H(b_i) 2^i."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: list[int],
-        stride: list[int],
-        padding: list[int],
-        dilation: list[int],
-        groups: int,
-        bias: bool,
-        bits: int,
-        trained_bits: int,
-    ) -> None:
+    def __init__(self, *, bits: int, trained_bits: int, **conv: Any) -> None:
         super().__init__()
-        shape = self._init_conv(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
-        self._init_bits(shape, bits, trained_bits)
+        self._init_bits(self._init_conv(**conv), bits, trained_bits)
 
     def get_config(self) -> dict[str, Any]:
         return {**self.conv_config(), "bits": self.bits, "trained_bits": self.trained_bits}
@@ -222,7 +209,7 @@ def to_bitwise(module: nn.Module, config: BitwiseConfig) -> list[str]:
         if isinstance(layer, nn.Conv2d):
             if isinstance(layer.padding, str):
                 raise RecipeError(f"{name}: bit-wise layers need numeric padding")
-            new: _BitwiseWeight = BitwiseConv2d(*ConvGeometry.conv_args(layer), config.bits, trained)
+            new: _BitwiseWeight = BitwiseConv2d(**ConvGeometry.conv_args(layer), bits=config.bits, trained_bits=trained)
         else:
             new = BitwiseLinear(layer.in_features, layer.out_features, layer.bias is not None, config.bits, trained)
         w = layer.weight.detach()

@@ -164,26 +164,13 @@ class _CodebookWeight(nn.Module):
 class CodebookConv2d(ConvGeometry, _CodebookWeight):
     """A Conv2d whose weight is stored as packed codebook indices."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: list[int],
-        stride: list[int],
-        padding: list[int],
-        dilation: list[int],
-        groups: int,
-        bias: bool,
-        bits: int,
-        codebook_groups: int,
-    ) -> None:
+    def __init__(self, *, bits: int, codebook_groups: int, **conv: Any) -> None:
         super().__init__()
-        shape = self._init_conv(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
-        self._init_storage(shape, bits, codebook_groups)
+        self._init_storage(self._init_conv(**conv), bits, codebook_groups)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, bits: int, codebook_groups: int) -> CodebookConv2d:
-        m = cls(*cls.conv_args(conv), bits, codebook_groups)
+        m = cls(**cls.conv_args(conv), bits=bits, codebook_groups=codebook_groups)
         if conv.bias is not None:
             m.bias.data.copy_(conv.bias.data)
         return m

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -48,6 +46,3 @@ class Denoising(Task):
 
     def metric(self) -> Metric:
         return PSNR()
-
-
-_ = math

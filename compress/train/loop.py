@@ -181,7 +181,7 @@ def train(
         description: progress-bar label.
     """
     objective = objective or TaskObjective(data.task)
-    world, rank, local_rank = _dist_env()
+    world, rank = _dist_env()
     device = resolve_device(config.device)
     with _determinism(device.type == "cuda" and config.deterministic):
         return _train(module, data, config, objective, checkpoint, description, show_progress, world, rank, device)
@@ -255,7 +255,6 @@ def _train(module, data, config, objective, checkpoint, description, show_progre
         objective.load_state_dict(state["objective"])
         step, history, resumed_from = state["step"], state["history"], state["step"]
 
-    task = get_task(data.task)
     metrics: dict[str, float] = {}
     with progress(description, total_steps, show=show_progress and rank == 0) as bar:
         bar.advance(step)
@@ -315,7 +314,6 @@ def _train(module, data, config, objective, checkpoint, description, show_progre
     module.to("cpu").eval()
     for m in aux.values():
         m.to("cpu")
-    _ = task
     return TrainResult(metrics, history, step, resumed_from)
 
 
@@ -346,11 +344,9 @@ def recalibrate_batchnorm(
     return True
 
 
-def _dist_env() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return world, rank, local
+def _dist_env() -> tuple[int, int]:
+    """(world size, rank) as torchrun sets them; (1, 0) otherwise."""
+    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
 
 
 def resolve_device(choice: str) -> torch.device:
