@@ -179,7 +179,7 @@ class DependencyGraph:
         self._spaces: list[str] = []
         self._module_slots: dict[tuple[str, str, int], int] = {}
         self.normed: list[np.ndarray] = []  # atoms normalised together (LayerNorm): not exactly checkable
-        self.bound: list[tuple[str, str, Any]] = []  # (module, attr, atoms): int attributes that follow a width
+        self.bound: list[tuple[str, str, Any, int]] = []  # int attributes that follow a width (see bind_count)
         self._param_cache: dict[tuple[str, str], L] = {}
         self.notes: list[str] = []
         was_training = module.training
@@ -431,9 +431,10 @@ class DependencyGraph:
                 hits.append(k)
         return (path, hits[0]) if len(hits) == 1 else None
 
-    def bind_count(self, ref: tuple[str, str], atoms: Any) -> None:
-        """After pruning, set `ref` to the number of kept entries of `atoms` (a list: one count each)."""
-        self.bound.append((ref[0], ref[1], atoms))
+    def bind_count(self, ref: tuple[str, str], atoms: Any, mult: int = 1) -> None:
+        """After pruning, set `ref` to `mult` x the number of kept entries of `atoms` (a list: one count
+        per part)."""
+        self.bound.append((ref[0], ref[1], atoms, mult))
 
     # ------------------------------------------------------------------------------------ finalisation
     def _finalise(self) -> None:
@@ -592,12 +593,12 @@ class DependencyGraph:
             return int(((atoms < 0) | keep[self.atom_class[np.maximum(atoms, 0)]]).sum())
 
         done: dict[str, Any] = {}
-        for path, attr, atoms in self.bound:
+        for path, attr, atoms, mult in self.bound:
             mod = self.modules.get(path) if path else self.module
             if mod is None:
                 continue
             old = getattr(mod, attr)
-            new = [count(a) for a in atoms] if isinstance(atoms, list) else count(atoms)
+            new = [count(a) for a in atoms] if isinstance(atoms, list) else count(atoms) * mult
             if isinstance(old, tuple):
                 new = tuple(new)
             if new != old:

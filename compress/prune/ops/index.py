@@ -56,7 +56,7 @@ def index_tensor(g, node: fx.Node, x: L, idx: Any) -> L:
         k = idx.index(Ellipsis)
         fill = len(x.shape) - (len(idx) - 1 - sum(i is None for i in idx))
         idx = idx[:k] + (slice(None),) * fill + idx[k + 1 :]
-    arr = x.arr
+    arr = compress_arr(g.roots(x.arr))  # by class: unified atoms along an axis do not vary
     out_idx: list[Any] = []
     d = 0
     for i in idx:
@@ -131,11 +131,15 @@ def split(g, node: fx.Node, x: L, kind: str, spec: Any, dim: int) -> tuple:
             for j in range(sizes[0]):
                 g.tie(np.take(blocks, j, axis=dim + 1).ravel(), f"{node.name}: chunk of fixed channels")
             if not follows:  # an int part size: it must shrink with the parts
-                ref = g.find_attr(node, int(spec)) if isinstance(spec, int) else None
+                part = np.take(blocks, 0, axis=dim)
+                part = np.moveaxis(part, dim, 0).reshape(sizes[0], -1)[:, 0]
+                ref, mult = g.find_attr(node, int(spec)), 1
+                if ref is None:  # cspnet: x.split(self.expand_chs // 2)
+                    ref, mult = g.find_attr(node, int(spec) * len(sizes)), len(sizes)
                 if ref is None:
                     g.atoms.fix(x.arr, f"{node.name}: split with literal sizes")
                 else:
-                    g.bind_count(ref, np.take(blocks, 0, axis=dim).ravel())
+                    g.bind_count(ref, part, mult)
         elif len(sizes) > 1:
             ref = g.find_attr(node, list(sizes)) if isinstance(spec, (list, tuple)) else None
             if ref is None:
@@ -176,8 +180,10 @@ def unbind(g, node, x: L, dim: int) -> tuple:
     dim = int(value_of(dim)) % len(x.shape)
     if x.batched and dim == 0:
         raise Unsupported("unbind along the batch axis")
-    if x.arr.shape[dim] > 1:
-        g.atoms.fix(x.arr, f"{node.name}: unbind across coupled channels")
+    if x.arr.shape[dim] > 1:  # the unbound axis keeps its size: what lines up across it goes together
+        rows = np.moveaxis(x.arr, dim, -1).reshape(-1, x.arr.shape[dim])
+        for row in np.unique(rows, axis=0):
+            g.tie(row, f"{node.name}: unbind across fixed channels")
     shp = tuple(s for d, s in enumerate(x.shape) if d != dim)
     outs = []
     for i in range(x.shape[dim]):

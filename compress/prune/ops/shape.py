@@ -76,6 +76,8 @@ def reshape(g, node: fx.Node, x: L, spec: Any) -> L:
                 g.tie(row, f"{node.name}: reshape splitting fixed channels")
             if bound is not None:
                 g.bind_count(bound, moved[:, 0])
+        elif bound is not None:
+            g.bind_count(bound, flat)
     full_shape = [1] * len(out_shape)
     for k, j in enumerate(gout):
         full_shape[j] = sizes[k]
@@ -99,15 +101,21 @@ def _dynamic_axes(g, node, x: L, entries: list | None, gout: list[int]) -> tuple
                 dynamic.append(k)
         else:
             dynamic.append(k)
-    if dynamic or len(gout) == 1:
+    if dynamic:
         return dynamic, None
-    for k, j in enumerate(gout):  # all literal: an int attribute of the calling module may follow
+    # all literal: an int attribute of the calling module may follow (prefer `num_heads`; of equal
+    # values, the later axis: timm's (B, N, 3, heads, head_dim) has 3 == heads in deit_tiny)
+    found = []
+    for k, j in enumerate(gout):
         e = entries[j]
         if isinstance(e, int) and e > 1:
             ref = g.find_attr(node, e)
             if ref is not None:
-                return [k], ref
-    return [], None
+                found.append((("heads" in ref[1]) * 2 + (k > 0), k, ref))
+    if not found:
+        return [], None
+    best = max(found, key=lambda t: (t[0], t[1]))
+    return [best[1]], best[2]
 
 
 def _tie_sizes(g, node, entries: list | None, result: L | None, x: L | None) -> None:
@@ -159,7 +167,7 @@ def reshape_as_method(g, node, args: list, kwargs: dict) -> L:
     x, other = _tensor(node, args[0]), args[1]
     if not isinstance(other, L):
         raise Unsupported(f"{node.name}: reshape_as of an unknown value")
-    spec = [Shape(other, node.args[1]).size(d) for d in range(len(other.shape))]
+    spec = [_shape(g, other, node.args[1]).size(d) for d in range(len(other.shape))]
     return reshape(g, node, x, spec)
 
 
@@ -190,8 +198,6 @@ def permute(g, node, x: L, kind: str, dims: list) -> L:
         perm = [int(d) % n for d in dims]
     batched = x.batched
     if batched and perm[0] != 0:
-        if x.arr.shape[perm[0]] > 1:
-            raise Unsupported("permute that moves labelled channels to the batch axis")
         batched = False  # the batch axis moved (qkv.permute(2, 0, 3, 1, 4)): no longer tracked
     return L(np.transpose(x.arr, perm), shape, batched)
 
@@ -220,7 +226,7 @@ def size_method(g, node, args: list, kwargs: dict) -> Any:
     x = args[0]
     if not isinstance(x, L):
         return None
-    shape = Shape(x, node.args[0])
+    shape = _shape(g, x, node.args[0])
     dim = args[1] if len(args) > 1 else kwargs.get("dim")
     return shape if dim is None else shape.size(int(dim))
 
@@ -234,7 +240,7 @@ def scalar_method(g, node, args: list, kwargs: dict) -> Any:
 def getattr_function(g, node, args: list, kwargs: dict) -> Any:
     x, attr = args[0], args[1]
     if isinstance(x, L) and attr == "shape":
-        return Shape(x, node.args[0])
+        return _shape(g, x, node.args[0])
     if isinstance(x, L) and attr in ("dtype", "device", "ndim", "is_cuda"):
         return None
     if isinstance(x, L) and attr in ("T", "mT"):
@@ -245,3 +251,8 @@ def getattr_function(g, node, args: list, kwargs: dict) -> Any:
 
 
 _tensor = tensor_arg
+
+
+def _shape(g, x: L, source) -> Shape:
+    """The shape of `x`, with labels by class (atoms already unified are one label)."""
+    return Shape(L(compress_arr(g.roots(x.arr)), x.shape, x.batched), source)
