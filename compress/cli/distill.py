@@ -14,7 +14,7 @@ from compress.cli import options as opt
 from compress.cli.common import data_config, handle_errors
 
 _STUDENT = "Student: torchvision:NAME, builtin:NAME, checkpoint or run dir."
-_METHOD = "kd, funmatch, msd, pcd, guidance or feature_mse."
+_METHOD = "kd, funmatch, msd, crd, pcd, guidance or feature_mse."
 _LAYERS = "Layers for both nets: auto or comma-separated names."
 
 

@@ -9,18 +9,32 @@ warmup, Adam, global-norm clip 1.0) and resumable: every random draw comes from 
 generator, so a resumed run takes exactly the steps of an uninterrupted one.
 
 Choices where the paper leaves room (all config fields):
+  * The crop area scales with the input size. The paper's 5% minimum area at 224 px keeps a crop of
+    about 50 x 50 pixels; `min_area` None (the default) keeps that many pixels at any size:
+    min_area = clamp((min_crop_side / size)^2, 0.05, 1). At 32 px and below that means no crop at
+    all (mixup only): a 5% crop of a 32 px digit (8 x 8 scanned pixels upsampled) is a blur of two
+    scan pixels, on which the teacher is confident (mean top probability 0.78) but agrees with the
+    label on only 27% of the views, and the student spent its budget matching noise — measured
+    in benchmarks/distill_funmatch_cause.py, the cause of the collapse together with the next point.
+  * The student ends, like every trained model here, with a BatchNorm recalibration on the plain
+    training images (the distribution it is evaluated on). Opting function matching out of it left a
+    torchvision mobilenet_v3_small student (BN momentum 0.01) with running statistics that had moved
+    only half-way from their initial values after 3 epochs: one predicted class, 11% on digits.
   * `flip` defaults to off: the bundled data are digits, and a mirrored digit is not a digit
     (half the matching budget would go to inputs the student never meets); turn it on for
     natural images, as the paper does.
-  * `fixed_teacher` computes the teacher on the un-augmented image (the "centre crop" of an image
-    already at the training size) at every step instead of caching it: the teacher is frozen and
-    deterministic in eval mode, so the targets are the same as precomputed ones.
+  * `fixed_teacher` gives the teacher the un-augmented image (the "centre crop" of an image already
+    at the training size); its outputs are computed once per training image before the first step
+    and looked up afterwards (`cache_teacher`), which is what makes long fixed-teacher runs cheap.
   * `independent` draws the teacher's crop and flip separately from the student's; like
     `consistent`, it uses no mixup (mixup is what `function_matching` adds).
+  * Several teachers (`extra_teachers`): the loss is the sum of the KL terms, one per teacher, all on
+    the same teacher view.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -28,8 +42,9 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
-from compress.distill.common import DistillObjective, check_logits, prepare, run
+from compress.distill.common import DistillObjective, check_logits, extra_teachers, prepare, run, with_indices
 from compress.distill.losses import kd_loss
 from compress.errors import RecipeError
 from compress.methods import Context, Result, register_method
@@ -53,33 +68,50 @@ class FunMatchConfig:
         mode: function_matching (same crop + mixup, the paper's method), consistent (same crop),
             independent (a crop per network) or fixed_teacher (teacher on the un-augmented image).
         temperature: softmax temperature T of the KL term (scaled by T^2).
-        min_area / max_area: random-resized-crop area range, as fractions of the image.
+        min_area: smallest random-resized-crop area, as a fraction of the image; None: from the input
+            size, so that the smallest crop keeps about `min_crop_side` pixels a side.
+        min_crop_side: the side in pixels the smallest crop keeps when `min_area` is None (50: the
+            paper's 5% crop at 224 px).
+        max_area: largest crop area fraction.
         min_aspect / max_aspect: crop aspect-ratio range (sampled log-uniformly).
         flip: random horizontal flip (off by default: digits; see the module docstring).
         mix: batch mixing in function_matching mode: mixup, cutmix, either (one of the two per step,
             with equal odds) or none.
         mix_alpha: the Beta(alpha, alpha) parameter of the mixing coefficient.
+        cache_teacher: in fixed_teacher mode, compute the teacher's outputs once per training image.
+        extra_teachers: further teachers (run dirs or checkpoints); the KL terms are summed.
         train: the training loop's settings; defaults follow the paper (Adam, clip 1.0, cosine, warmup).
     """
 
     mode: Mode = "function_matching"
     temperature: float = 1.0
-    min_area: float = 0.05
+    min_area: float | None = None
+    min_crop_side: int = 50
     max_area: float = 1.0
     min_aspect: float = 3 / 4
     max_aspect: float = 4 / 3
     flip: bool = False
     mix: Literal["mixup", "cutmix", "either", "none"] = "mixup"
     mix_alpha: float = 1.0
+    cache_teacher: bool = True
+    extra_teachers: list[str] = field(default_factory=list)
     train: TrainConfig = field(default_factory=_patient_schedule)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.min_area <= self.max_area <= 1.0:
+        lo = 0.05 if self.min_area is None else self.min_area
+        if not 0.0 < lo <= self.max_area <= 1.0:
             raise ValueError("need 0 < min_area <= max_area <= 1")
         if not 0.0 < self.min_aspect <= self.max_aspect:
             raise ValueError("need 0 < min_aspect <= max_aspect")
-        if self.temperature <= 0 or self.mix_alpha <= 0:
-            raise ValueError("temperature and mix_alpha must be > 0")
+        if self.temperature <= 0 or self.mix_alpha <= 0 or self.min_crop_side < 1:
+            raise ValueError("temperature and mix_alpha must be > 0, min_crop_side >= 1")
+
+
+def crop_min_area(config: FunMatchConfig, size: int) -> float:
+    """The smallest crop area for images of `size` pixels: the config's, or scaled with the size."""
+    if config.min_area is not None:
+        return config.min_area
+    return float(min(config.max_area, max(0.05, (config.min_crop_side / size) ** 2)))
 
 
 def random_resized_crop(
@@ -156,7 +188,7 @@ def make_views(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(student input, teacher input) for one batch under `config.mode`."""
     crop = {
-        "min_area": config.min_area,
+        "min_area": crop_min_area(config, min(x.shape[-2:])),
         "max_area": config.max_area,
         "min_aspect": config.min_aspect,
         "max_aspect": config.max_aspect,
@@ -177,17 +209,35 @@ def make_views(
 
 
 class FunMatchObjective(DistillObjective):
-    # The student only ever sees cropped, mixed views; re-estimating its BatchNorm statistics on plain
-    # images afterwards cut digits accuracy from 44% to 18% at 12 epochs (benchmarks/distill_digits.py).
-    recalibrate_bn = False
+    """KL to the teachers on the views of `config.mode`; in fixed_teacher mode with `cache_teacher`,
+    the teachers' outputs on the plain training images come from a table built in `setup` and the
+    batches carry their sample index (see `common.with_indices`)."""
 
-    def __init__(self, teacher, task: str, config: FunMatchConfig) -> None:
-        super().__init__(teacher, task)
+    def __init__(self, teacher, task: str, config: FunMatchConfig, extra=(), train_set=None) -> None:
+        super().__init__(teacher, task, extra_teachers=extra)
         self.config = config
+        self.train_set = train_set if config.mode == "fixed_teacher" and config.cache_teacher else None
+        self.cache: torch.Tensor | None = None
+
+    def setup(self, model, device):
+        super().setup(model, device)
+        if self.train_set is not None and self.cache is None:
+            self.cache = self._teacher_table(device)
+
+    @torch.no_grad()
+    def _teacher_table(self, device) -> torch.Tensor:
+        """[teachers, samples, classes]: every teacher's logits on every plain training image."""
+        rows = []
+        for x, *_ in DataLoader(self.train_set, batch_size=256, shuffle=False):
+            rows.append(torch.stack(self.teach_all(x.to(device))).float())
+        return torch.cat(rows, dim=1)
 
     def loss(self, model, aux, batch, ctx):
-        xs, xt = make_views(batch[0], self.config, ctx.generator)
-        loss = kd_loss(model(xs), self.teach(xt), self.config.temperature)
+        x = batch[0]
+        xs, xt = make_views(x, self.config, ctx.generator)
+        zs = model(xs)
+        targets = self.cache[:, batch[-1]] if self.cache is not None else self.teach_all(xt)
+        loss = sum(kd_loss(zs, zt, self.config.temperature) for zt in targets)
         return loss, {}
 
 
@@ -198,5 +248,13 @@ def funmatch(model: Model, config: FunMatchConfig, ctx: Context) -> Result:
     out, teacher = prepare(model, ctx, "funmatch")
     if ctx.data.task != "classification":
         raise RecipeError("distill funmatch matches class distributions; for a dense task use pcd")
-    check_logits(out.module, teacher, ctx.data.input_shape)
-    return run(out, FunMatchObjective(teacher, ctx.data.task, config), ctx, config.train, "funmatch")
+    extra = extra_teachers(config.extra_teachers, ctx, "funmatch")
+    for t in (teacher, *extra):
+        check_logits(out.module, t, ctx.data.input_shape)
+    size = min(ctx.data.input_shape[1:])
+    config = dataclasses.replace(config, min_area=crop_min_area(config, size))
+    cached = config.mode == "fixed_teacher" and config.cache_teacher
+    objective = FunMatchObjective(teacher, ctx.data.task, config, extra, ctx.data.train if cached else None)
+    run_ctx = with_indices(ctx) if cached else ctx
+    info = {"min_area": config.min_area, "teachers": 1 + len(extra)}
+    return run(out, objective, run_ctx, config.train, "funmatch", info)

@@ -1,11 +1,12 @@
 """Classic logit distillation (Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural
-Network", 2015): the baseline every other method is compared with."""
+Network", 2015): the baseline every other method is compared with. With several teachers
+(`extra_teachers`) the KD term is the sum of one KL term per teacher."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compress.distill.common import DistillObjective, check_logits, prepare, run
+from compress.distill.common import DistillObjective, check_logits, extra_teachers, prepare, run
 from compress.distill.losses import kd_loss
 from compress.errors import RecipeError
 from compress.methods import Context, Result, register_method
@@ -20,11 +21,13 @@ class KDConfig:
     Attributes:
         temperature: softens both distributions; the KL term is scaled by T^2.
         alpha: weight of the KD term; the task loss gets 1 - alpha.
+        extra_teachers: further teachers (run dirs or checkpoints); their KL terms are added.
         train: optimizer, schedule, epochs (the shared training loop's settings).
     """
 
     temperature: float = 4.0
     alpha: float = 0.9
+    extra_teachers: list[str] = field(default_factory=list)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -33,15 +36,14 @@ class KDConfig:
 
 
 class KDObjective(DistillObjective):
-    def __init__(self, teacher, task: str, config: KDConfig) -> None:
-        super().__init__(teacher, task)
+    def __init__(self, teacher, task: str, config: KDConfig, extra=()) -> None:
+        super().__init__(teacher, task, extra_teachers=extra)
         self.config = config
 
     def loss(self, model, aux, batch, ctx):
         x, y = batch
         zs = model(x)
-        zt = self.teach(x)
-        kd = kd_loss(zs, zt, self.config.temperature)
+        kd = sum(kd_loss(zs, zt, self.config.temperature) for zt in self.teach_all(x))
         task = self.task.loss(zs, y)
         a = self.config.alpha
         return a * kd + (1 - a) * task, {"kd": float(kd.detach()), "task": float(task.detach())}
@@ -53,5 +55,8 @@ def kd(model: Model, config: KDConfig, ctx: Context) -> Result:
     out, teacher = prepare(model, ctx, "kd")
     if ctx.data.task != "classification":
         raise RecipeError("distill kd matches class logits; for a dense task use pcd or feature_mse")
-    check_logits(out.module, teacher, ctx.data.input_shape)
-    return run(out, KDObjective(teacher, ctx.data.task, config), ctx, config.train, "kd")
+    extra = extra_teachers(config.extra_teachers, ctx, "kd")
+    for t in (teacher, *extra):
+        check_logits(out.module, t, ctx.data.input_shape)
+    objective = KDObjective(teacher, ctx.data.task, config, extra)
+    return run(out, objective, ctx, config.train, "kd", {"teachers": 1 + len(extra)})

@@ -12,8 +12,9 @@ with negatives q_k from a FIFO queue of the teacher's pooled vectors; plus the t
 Choices (config fields): a teacher without a projection head (e.g. a denoiser) gets one built over
 its tap: a seeded random Linear-BN1d-ReLU-Linear whose BN statistics are measured on the training
 data, then frozen (a random projection keeps the teacher's geometry; training it would need the
-teacher's own objective). The queue is per process (under DDP it is not gathered across ranks) and
-small by default (256, not the reference 65536) because the datasets here are small. The attention
+teacher's own objective). Under DDP every process enqueues the keys of all processes (gathered in
+rank order), so the queues stay identical and a step's negatives come from the global batch; the
+queue is small by default (256, not the reference 65536) because the datasets here are small. The attention
 block sits on the student's map before its head, as a residual pre-norm block.
 """
 
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from compress.distill.common import DistillObjective, prepare, run
+from compress.distill.common import DistillObjective, gather_rows, prepare, run
 from compress.distill.losses import pixel_info_nce
 from compress.distill.taps import resolve_layers, shape_of
 from compress.errors import ModelError, RecipeError
@@ -192,7 +193,7 @@ class PCDObjective(DistillObjective):
         queue = self.queue[: self.filled] if self.filled else None
         con = pixel_info_nce(s, t, queue, c.temperature)
         task = self.task.loss(out, y)
-        self._enqueue(F.normalize(t.mean(dim=(2, 3)), dim=1))
+        self._enqueue(gather_rows(F.normalize(t.mean(dim=(2, 3)), dim=1)))
         return c.task_weight * task + c.distill_weight * con, {"pcd": float(con.detach())}
 
     @torch.no_grad()

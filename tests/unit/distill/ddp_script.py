@@ -28,3 +28,29 @@ cfg = MSDConfig(scales=[1, 2], kd_weight=0.5, train=TrainConfig(epochs=2, batch_
 result = apply("distill", student, cfg, Context(data=data, teacher=teacher))
 params = {k: v for k, v in result.model.module.named_parameters()}
 torch.save(params, os.path.join(out_dir, f"rank{os.environ['RANK']}.pt"))
+
+# pcd: the negative queue must be gathered across processes (identical on both ranks, filled twice as fast)
+from compress.distill import pcd  # noqa: E402
+
+dense = load_data(DataConfig(name="digits", task="denoising", image_size=8, channels=1, limit=64))
+torch.manual_seed(0)
+denoiser = Model(
+    nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1)).eval(),
+    {"source": "test", "name": "den", "kwargs": {}},
+    tuple(dense.input_shape),
+    "denoising",
+)
+original_close = pcd.PCDObjective.close
+
+
+def close(self):
+    torch.save(
+        {"queue": self.queue.cpu(), "filled": self.filled}, os.path.join(out_dir, f"queue{os.environ['RANK']}.pt")
+    )
+    original_close(self)
+
+
+pcd.PCDObjective.close = close
+small = load_model("builtin:dncnn", in_channels=1, input_shape=dense.input_shape, kwargs={"width": 0.25, "depth": 3})
+pcfg = pcd.PCDConfig(queue_size=1024, train=TrainConfig(epochs=1, batch_size=8, device="cpu"))
+apply("distill", small, pcfg, Context(data=dense, teacher=denoiser))

@@ -28,3 +28,8 @@ def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
     assert w0.keys() == w1.keys() and len(w0) > 0
     for k in w0:
         assert torch.equal(w0[k], w1[k]), k
+    q0 = torch.load(tmp_path / "queue0.pt", weights_only=True)
+    q1 = torch.load(tmp_path / "queue1.pt", weights_only=True)
+    # 64 training images -> 32 per rank -> 4 steps of 8: every step enqueues both ranks' keys (16)
+    assert q0["filled"] == q1["filled"] == 64
+    assert torch.equal(q0["queue"], q1["queue"])

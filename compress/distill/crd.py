@@ -1,0 +1,152 @@
+"""Contrastive representation distillation (CRD: Tian, Krishnan and Isola, "Contrastive
+Representation Distillation", ICLR 2020), the baseline the MSDCRD paper compares against.
+
+The student's and the teacher's penultimate representations (the deepest feature map, globally
+average-pooled) are embedded by two trainable linear heads into a shared, L2-normalised space. Two
+memory banks keep one embedding per training image, one for each network. For a batch, the
+student's embedding must pick the teacher's memory entry of the same image among `negatives`
+entries of other images, and the teacher's embedding must do the same in the student's bank; the
+banks are then updated by a momentum average. Loss: task loss + crd_weight * (both terms) (+ an
+optional logit KD term).
+
+Choices where the paper leaves room (config fields): the two terms are the softmax (InfoNCE) form of
+the contrastive objective over 1 positive + K negatives, not the NCE estimator with a fixed
+normalising constant (the reference code offers both; the softmax form has no constant to
+estimate); negatives are drawn uniformly from the other images with the step's generator, so a
+resumed run draws the same ones; K is capped at the training set size minus one. Under DDP the
+banks are updated with the embeddings of every process, so they stay identical on every rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.distill.common import DistillObjective, gather_rows, prepare, run, with_indices
+from compress.distill.losses import kd_loss
+from compress.distill.taps import resolve_layers, shape_of
+from compress.errors import RecipeError
+from compress.methods import Context, Result, register_method
+from compress.models.model import Model
+from compress.train.loop import TrainConfig
+
+
+@dataclass
+class CRDConfig:
+    """Contrastive representation distillation with memory banks.
+
+    Attributes:
+        teacher_layer / student_layer: the representation to use; "auto": the deepest stage output
+            (pooled over its spatial positions).
+        feat_dim: width of the shared embedding space.
+        negatives: negatives per anchor, drawn from the other images' memory entries.
+        temperature: softmax temperature of the contrastive terms.
+        momentum: memory update, entry = momentum * entry + (1 - momentum) * new (then normalised).
+        crd_weight: weight of the contrastive loss (the paper's beta, 0.8).
+        task_weight: weight of the task loss.
+        kd_weight: weight of an extra logit KD term (0: off), temperature `kd_temperature`.
+        train: the training loop's settings.
+    """
+
+    teacher_layer: str = "auto"
+    student_layer: str = "auto"
+    feat_dim: int = 128
+    negatives: int = 4096
+    temperature: float = 0.07
+    momentum: float = 0.5
+    crd_weight: float = 0.8
+    task_weight: float = 1.0
+    kd_weight: float = 0.0
+    kd_temperature: float = 4.0
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.feat_dim < 1 or self.negatives < 1 or self.temperature <= 0:
+            raise ValueError("feat_dim and negatives must be >= 1 and temperature > 0")
+
+
+def _pooled(f: torch.Tensor) -> torch.Tensor:
+    return f.mean(dim=tuple(range(2, f.dim()))) if f.dim() > 2 else f.flatten(1)
+
+
+def contrast(anchor: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, neg: torch.Tensor, t: float):
+    """-log softmax of the positive bank[idx] among [bank[idx], bank[neg]] for each anchor row.
+
+    anchor: [B, D] (normalised), bank: [N, D], idx: [B], neg: [B, K].
+    """
+    keys = bank[torch.cat([idx[:, None], neg], dim=1)]  # [B, 1 + K, D]
+    logits = torch.einsum("bkd,bd->bk", keys, anchor.float()) / t
+    return F.cross_entropy(logits, torch.zeros(len(anchor), dtype=torch.long, device=anchor.device))
+
+
+class CRDObjective(DistillObjective):
+    def __init__(self, teacher, task, tlayer, slayer, heads: dict[str, nn.Module], n: int, config: CRDConfig):
+        super().__init__(teacher, task, [tlayer], [slayer])
+        self.heads, self.config, self.n = heads, config, n
+        self.k = min(config.negatives, n - 1)
+        g = torch.Generator().manual_seed(config.train.seed)
+        self.memory_s = F.normalize(torch.randn(n, config.feat_dim, generator=g), dim=1)
+        self.memory_t = F.normalize(torch.randn(n, config.feat_dim, generator=g), dim=1)
+
+    def modules(self):
+        return dict(self.heads)
+
+    def setup(self, model, device):
+        super().setup(model, device)
+        self.memory_s, self.memory_t = self.memory_s.to(device), self.memory_t.to(device)
+
+    def loss(self, model, aux, batch, ctx):
+        c = self.config
+        x, y, idx = batch
+        out = model(x)
+        zt = self.teach(x)
+        vs = F.normalize(aux["embed_s"](_pooled(self.student_taps.features()[0])), dim=1)
+        vt = F.normalize(aux["embed_t"](_pooled(self.teacher_taps.features()[0])), dim=1)
+        # other images only: shift by 1..n-1 so a negative never is the positive
+        shift = torch.randint(1, self.n, (len(idx), self.k), generator=ctx.generator).to(idx.device)
+        neg = (idx[:, None] + shift) % self.n
+        crd = contrast(vs, self.memory_t, idx, neg, c.temperature) + contrast(
+            vt, self.memory_s, idx, neg, c.temperature
+        )
+        loss = c.task_weight * self.task.loss(out, y) + c.crd_weight * crd
+        if c.kd_weight:
+            loss = loss + c.kd_weight * kd_loss(out, zt, c.kd_temperature)
+        self._update(gather_rows(idx), gather_rows(vs.detach()), gather_rows(vt.detach()))
+        return loss, {"crd": float(crd.detach())}
+
+    @torch.no_grad()
+    def _update(self, idx: torch.Tensor, vs: torch.Tensor, vt: torch.Tensor) -> None:
+        m = self.config.momentum
+        for bank, v in ((self.memory_s, vs), (self.memory_t, vt)):
+            bank[idx] = F.normalize(m * bank[idx] + (1 - m) * v.to(bank.dtype), dim=1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"memory_s": self.memory_s.detach().cpu(), "memory_t": self.memory_t.detach().cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = self.memory_s.device
+        self.memory_s, self.memory_t = state["memory_s"].to(device), state["memory_t"].to(device)
+
+
+@register_method("distill", "crd", CRDConfig, needs_teacher=True)
+def crd(model: Model, config: CRDConfig, ctx: Context) -> Result:
+    """Train with the task loss plus contrastive matching of the penultimate representations
+    against memory banks of both networks' embeddings."""
+    out, teacher = prepare(model, ctx, "crd")
+    n = len(ctx.data.train)
+    if n < 2:
+        raise RecipeError("distill crd needs at least 2 training images (negatives are other images)")
+    shape = ctx.data.input_shape
+    tl = resolve_layers(teacher, config.teacher_layer, shape, role="teacher", max_layers=1)[0]
+    sl = resolve_layers(out.module, config.student_layer, shape, role="student", max_layers=1)[0]
+    tdim, sdim = shape_of(teacher, shape, [tl])[tl][1], shape_of(out.module, shape, [sl])[sl][1]
+    with torch.random.fork_rng():
+        torch.manual_seed(config.train.seed)  # identical heads on every DDP rank
+        heads = {"embed_s": nn.Linear(sdim, config.feat_dim), "embed_t": nn.Linear(tdim, config.feat_dim)}
+    objective = CRDObjective(teacher, ctx.data.task, tl, sl, heads, n, config)
+    extra = {"layers": [tl, sl], "negatives": objective.k}
+    return run(out, objective, with_indices(ctx), config.train, "crd", extra)
