@@ -179,7 +179,9 @@ class DependencyGraph:
         self._spaces: list[str] = []
         self._module_slots: dict[tuple[str, str, int], int] = {}
         self.normed: list[np.ndarray] = []  # atoms normalised together (LayerNorm): not exactly checkable
-        self.bound: list[tuple[str, str, Any, int]] = []  # int attributes that follow a width (see bind_count)
+        self.bound: list[
+            tuple[str, str, Any, int, int | None]
+        ] = []  # int attributes that follow a width (see bind_count)
         self._param_cache: dict[tuple[str, str], L] = {}
         self.notes: list[str] = []
         was_training = module.training
@@ -245,6 +247,8 @@ class DependencyGraph:
             return env[a]
         if isinstance(a, (list, tuple)):
             return type(a)(self._val(env, x) for x in a)
+        if isinstance(a, slice):
+            return slice(self._val(env, a.start), self._val(env, a.stop), self._val(env, a.step))
         return a
 
     def _visit(self, node: fx.Node, env: dict) -> Any:
@@ -431,10 +435,10 @@ class DependencyGraph:
                 hits.append(k)
         return (path, hits[0]) if len(hits) == 1 else None
 
-    def bind_count(self, ref: tuple[str, str], atoms: Any, mult: int = 1) -> None:
+    def bind_count(self, ref: tuple[str, str], atoms: Any, mult: int = 1, pos: int | None = None) -> None:
         """After pruning, set `ref` to `mult` x the number of kept entries of `atoms` (a list: one count
-        per part)."""
-        self.bound.append((ref[0], ref[1], atoms, mult))
+        per part; `pos`: only that entry of a tuple attribute)."""
+        self.bound.append((ref[0], ref[1], atoms, mult, pos))
 
     # ------------------------------------------------------------------------------------ finalisation
     def _finalise(self) -> None:
@@ -593,13 +597,15 @@ class DependencyGraph:
             return int(((atoms < 0) | keep[self.atom_class[np.maximum(atoms, 0)]]).sum())
 
         done: dict[str, Any] = {}
-        for path, attr, atoms, mult in self.bound:
+        for path, attr, atoms, mult, pos in self.bound:
             mod = self.modules.get(path) if path else self.module
             if mod is None:
                 continue
             old = getattr(mod, attr)
             new = [count(a) for a in atoms] if isinstance(atoms, list) else count(atoms) * mult
-            if isinstance(old, tuple):
+            if pos is not None:
+                new = type(old)(new if i == pos else v for i, v in enumerate(old))
+            elif isinstance(old, tuple):
                 new = tuple(new)
             if new != old:
                 setattr(mod, attr, new)

@@ -41,7 +41,19 @@ def getitem(g, node: fx.Node, args: list, kwargs: dict) -> Any:
         if not g.has_tensor(node):
             return None
         raise Unsupported("getitem on an unknown value")
+    if isinstance(idx, L):
+        return gather(g, node, x, idx)
     return index_tensor(g, node, x, idx)
+
+
+def gather(g, node: fx.Node, x: L, idx: L) -> L:
+    """`table[index_tensor]` along the first axis (swin's relative position bias): fine when that
+    axis carries no labels and the index is a constant."""
+    shape = g.meta_shape(node)
+    if x.arr.shape[0] > 1 or (idx.arr >= 0).any():
+        raise Unsupported("tensor indexing")
+    arr = x.arr.reshape((1,) * (len(shape) - x.arr.ndim + 1) + x.arr.shape[1:])
+    return L(arr, shape, False)
 
 
 def _full_slice(i: slice, size: int) -> bool:

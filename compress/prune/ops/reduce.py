@@ -139,3 +139,13 @@ def softmax_method(g, node, args: list, kwargs: dict) -> L:
     if not isinstance(args[0], L):
         raise Unsupported(f"{node.name}: input is not a tensor")
     return softmax(g, args[0], kwargs.get("dim", args[1] if len(args) > 1 else -1), node.target)
+
+
+@register_function(F.normalize)
+def normalize_function(g, node, args: list, kwargs: dict) -> L:
+    """x / ||x|| along `dim`: across channels it mixes them like a norm (not exactly checkable)."""
+    x = tensor_arg(node, args[0])
+    dim = int(value_of(kwargs.get("dim", args[2] if len(args) > 2 else 1))) % len(x.shape)
+    if x.arr.shape[dim] > 1:
+        g.normed.append(g.index_atoms(x, dim, f"{node.name}: mixed channels"))
+    return x

@@ -75,9 +75,9 @@ def reshape(g, node: fx.Node, x: L, spec: Any) -> L:
             for row in moved:
                 g.tie(row, f"{node.name}: reshape splitting fixed channels")
             if bound is not None:
-                g.bind_count(bound, moved[:, 0])
+                g.bind_count(bound[:2], moved[:, 0], pos=bound[2] if len(bound) > 2 else None)
         elif bound is not None:
-            g.bind_count(bound, flat)
+            g.bind_count(bound[:2], flat, pos=bound[2] if len(bound) > 2 else None)
     full_shape = [1] * len(out_shape)
     for k, j in enumerate(gout):
         full_shape[j] = sizes[k]
@@ -101,19 +101,22 @@ def _dynamic_axes(g, node, x: L, entries: list | None, gout: list[int]) -> tuple
                 dynamic.append(k)
         else:
             dynamic.append(k)
-    if dynamic:
-        return dynamic, None
-    # all literal: an int attribute of the calling module may follow (prefer `num_heads`; of equal
-    # values, the later axis: timm's (B, N, 3, heads, head_dim) has 3 == heads in deit_tiny)
+    # an int attribute of the calling module may follow instead: `self.num_heads` first (whole heads
+    # go, the `-1` head width stays), else when every size is a literal; of equal values the later
+    # axis (timm's (B, N, 3, heads, head_dim) has 3 == heads in deit_tiny)
     found = []
     for k, j in enumerate(gout):
         e = entries[j]
-        if isinstance(e, int) and e > 1:
+        if isinstance(e, int) and not isinstance(e, bool) and e > 1:
             ref = g.find_attr(node, e)
-            if ref is not None:
+            if ref is not None and (not dynamic or "heads" in ref[1]):
                 found.append((("heads" in ref[1]) * 2 + (k > 0), k, ref))
+    if not found and not dynamic and all(isinstance(e, int) for e in entries):
+        whole = g.find_attr(node, tuple(entries))  # timm Scale: self.scale.view(self.shape)
+        if whole is not None and len(gout) == 1:
+            return [0], (whole[0], whole[1], gout[0])
     if not found:
-        return [], None
+        return dynamic, None
     best = max(found, key=lambda t: (t[0], t[1]))
     return [best[1]], best[2]
 
