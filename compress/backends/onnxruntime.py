@@ -88,3 +88,167 @@ class OrtBackend(Backend):
 
 
 BACKEND = OrtBackend("onnxruntime", (".onnx",))
+
+
+# ---- INT8 on ONNX Runtime CPU: where Q/DQ must sit, and what the runtime really ran ----------------
+
+# How a Q/DQ graph must look for ONNX Runtime's CPU provider to run it as integer kernels. ORT fuses a
+# `DequantizeLinear -> op -> QuantizeLinear` group into one integer kernel (QLinearConv, QGemm, QLinearAdd,
+# ...) only when (a) nothing sits between the op and its QuantizeLinear (a Relu/Clip there leaves the op
+# in float behind a DequantizeLinear, with layout Transposes around it), (b) the input and output
+# activations share one integer type (uint8 in, int8 out does not fuse), (c) activations are
+# quantized per tensor (QLinearConv takes one input scale) and (d) the op's output is read by a
+# QuantizeLinear: an activation with no integer kernel (HardSwish, SiLU) gets its input quantized
+# (range observed on the calibration data) and runs in float between DQ and Q, instead of keeping
+# the Conv in float, (e) every input, the bias too, comes from a DequantizeLinear that feeds the op
+# directly (DQ -> Flatten -> Gemm with a float bias leaves the classifier in float). On x86 the
+# u8 x s8 kernels are the fast ones (VPMADDUBSW / VNNI).
+# Read by `compress.quantize.targets`.
+INT8_RULES = {
+    "activations_per_tensor": True,
+    "rewrites": (
+        "activations_to_uint8",
+        "absorb_activations",
+        "dequantize_after_shape_ops",
+        "quantize_biases",
+        "quantize_outputs",
+    ),
+    "signed_only": False,
+}
+
+# compute ops: integer kernels and their float counterparts in ORT's optimised graph
+INTEGER_COMPUTE_OPS = (
+    "QLinearConv",
+    "QLinearMatMul",
+    "QGemm",
+    "ConvInteger",
+    "MatMulInteger",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul",
+    "QAttention",
+)
+FLOAT_COMPUTE_OPS = (
+    "Conv",
+    "FusedConv",
+    "NhwcFusedConv",
+    "ConvTranspose",
+    "MatMul",
+    "FusedMatMul",
+    "Gemm",
+    "FusedGemm",
+)
+CONVERSION_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
+
+
+def runtime_report(
+    path: str | Path,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    threads: int = 0,
+    runs: int = 10,
+) -> dict[str, Any]:
+    """What ONNX Runtime's CPU provider really runs for the model at `path`.
+
+    Reads the graph ORT optimises (`SessionOptions.optimized_model_filepath`) and times `runs` calls
+    with ORT's profiler on a seeded random input of `input_shape` (one sample with batch axis; taken
+    from the model's input where its dimensions are fixed; dynamic dimensions default to 1, or 224
+    for spatial ones). Returns: `compute_ops` / `integer_compute_ops` (Conv/MatMul/Gemm family, as
+    integer kernels), `float_compute_nodes` (names of those that run in float), `integer_ops` (every
+    integer kernel by type), `conversion_ops` (Q/DQ left at run time), `layout_transposes`,
+    `time_share` (op type -> fraction of kernel time), `time_share_integer` / `_float_compute` /
+    `_conversion`, `node_times_us` (per node, median over the runs), `summary` ("int8 ops 49/49").
+    """
+    import json
+    import tempfile
+    from collections import Counter
+
+    import onnx
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise BackendError(f"model file not found: {path}")
+    with tempfile.TemporaryDirectory(prefix="compress-ort-") as tmp:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.intra_op_num_threads = threads or physical_cores()
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "profile")
+        try:
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise BackendError(f"{path}: not a loadable ONNX model ({str(e).strip().splitlines()[0][:300]})") from None
+        inputs = sess.get_inputs()
+        if len(inputs) != 1:
+            raise BackendError(f"{path}: models with {len(inputs)} inputs are not supported (need exactly 1)")
+        shape = _report_shape(inputs[0].shape, input_shape)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(shape).astype(_DTYPES.get(inputs[0].type, np.float32))
+        feed = {inputs[0].name: x}
+        sess.run(None, feed)  # the first call is not representative
+        for _ in range(max(1, runs)):
+            sess.run(None, feed)
+        prof = Path(sess.end_profiling())
+        events = json.loads(prof.read_text())
+        graph = onnx.load(so.optimized_model_filepath, load_external_data=False).graph
+    ops = Counter(n.op_type for n in graph.node)
+    compute_int = [n for n in graph.node if n.op_type in INTEGER_COMPUTE_OPS]
+    compute_float = [n for n in graph.node if n.op_type in FLOAT_COMPUTE_OPS]
+    per_node: dict[str, list[float]] = {}
+    node_op: dict[str, str] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
+            continue
+        name = e["name"][: -len("_kernel_time")]
+        per_node.setdefault(name, []).append(float(e.get("dur", 0)))
+        node_op[name] = e.get("args", {}).get("op_name", "?")
+    node_us = {k: float(np.median(v)) for k, v in per_node.items()}
+    by_op: Counter[str] = Counter()
+    for name, us in node_us.items():
+        by_op[node_op[name]] += us
+    total = sum(by_op.values()) or 1.0
+    share = {k: v / total for k, v in by_op.most_common()}
+    n_compute = len(compute_int) + len(compute_float)
+    integer_ops = {k: v for k, v in sorted(ops.items()) if k.startswith("QLinear") or k in INTEGER_COMPUTE_OPS}
+    report = {
+        "path": str(path),
+        "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider",
+        "threads": so.intra_op_num_threads,
+        "input_shape": list(shape),
+        "compute_ops": n_compute,
+        "integer_compute_ops": len(compute_int),
+        "float_compute_nodes": [n.name or n.op_type for n in compute_float],
+        "integer_ops": integer_ops,
+        "conversion_ops": {k: ops[k] for k in CONVERSION_OPS if ops.get(k)},
+        "layout_transposes": ops.get("Transpose", 0),
+        "ops": dict(ops.most_common()),
+        "time_share": share,
+        "time_share_integer": sum(v for k, v in share.items() if k in integer_ops),
+        "time_share_float_compute": sum(v for k, v in share.items() if k in FLOAT_COMPUTE_OPS),
+        "time_share_conversion": sum(v for k, v in share.items() if k in CONVERSION_OPS),
+        "kernel_time_us": total if by_op else 0.0,
+        "node_times_us": node_us,
+        "summary": f"int8 ops {len(compute_int)}/{n_compute}",
+    }
+    return report
+
+
+def _report_shape(model_shape: list[Any], given: tuple[int, ...] | None) -> tuple[int, ...]:
+    if given is not None:
+        shape = tuple(int(d) for d in given)
+        if len(shape) == len(model_shape) - 1:
+            shape = (1, *shape)
+        if len(shape) != len(model_shape):
+            raise BackendError(f"input shape {list(given)} does not fit the model's input {model_shape}")
+        return shape
+    out = []
+    for i, d in enumerate(model_shape):
+        if isinstance(d, int) and d > 0:
+            out.append(d)
+        else:
+            out.append(224 if i >= 2 else 1)
+    return tuple(out)

@@ -23,6 +23,11 @@ def info(
     prunable: bool = typer.Option(
         False, "--prunable", help="Pruning coverage: channel groups, what is kept whole and why."
     ),
+    runtime: str | None = typer.Option(
+        None,
+        "--runtime",
+        help="ONNX: what this runtime really runs (onnxruntime: integer vs float kernels, time share).",
+    ),
     trust_code: bool = opt.TrustCode,
 ) -> None:
     """Describe a model: params, MACs, size on disk, layers (or ONNX ops and initializers)."""
@@ -42,6 +47,8 @@ def info(
             from compress.quantize.qdq import check_qdq
 
             summary["qdq"] = check_qdq(path, target)
+        if runtime:
+            summary["runtime"] = _runtime_report(runtime, path, parse_shape(input_shape))
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
             return
@@ -56,6 +63,8 @@ def info(
         out.print(t)
         if qdq:
             _print_qdq(out, summary["qdq"], target)
+        if runtime:
+            _print_runtime(out, summary["runtime"])
         return
 
     from compress.analysis import layer_table, model_summary
@@ -107,6 +116,36 @@ def info(
         for r in rows:
             lt.add_row(r["name"], r["type"], str(r["output"] or ""), f"{r['params']:,}", f"{r['macs']:,}")
         out.print(lt)
+
+
+def _runtime_report(runtime: str, path: Path, shape: tuple[int, ...] | None) -> dict:
+    from compress.errors import RecipeError
+
+    if runtime != "onnxruntime":
+        raise RecipeError(f"unknown --runtime '{runtime}'; available: onnxruntime")
+    from compress.backends.onnxruntime import runtime_report
+
+    report = runtime_report(path, input_shape=shape)
+    report.pop("node_times_us", None)
+    return report
+
+
+def _print_runtime(out, report: dict) -> None:
+    from rich.table import Table
+
+    out.print(f"{report['runtime']}, {report['threads']} threads, input {report['input_shape']}: {report['summary']}")
+    t = Table(title="time share by op type (ORT profiler)")
+    t.add_column("op")
+    t.add_column("kind")
+    t.add_column("nodes", justify="right")
+    t.add_column("time", justify="right")
+    integer = set(report["integer_ops"])
+    for op, share in report["time_share"].items():
+        kind = "integer" if op in integer else "conversion" if op in report["conversion_ops"] else "float"
+        t.add_row(op, kind, str(report["ops"].get(op, "")), f"{share:.1%}")
+    out.print(t)
+    for name in report["float_compute_nodes"][:20]:
+        out.print(f"  [yellow]float[/yellow] {name}")
 
 
 def _print_qdq(out, report: dict, target: str) -> None:

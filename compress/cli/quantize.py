@@ -29,6 +29,17 @@ def quantize(
     max_accuracy_drop: float | None = typer.Option(
         None, "--max-accuracy-drop", help="int8: allowed drop of the primary metric (0.01 = 1 accuracy point)."
     ),
+    require_speedup: bool | None = typer.Option(
+        None,
+        "--require-speedup/--no-require-speedup",
+        help="int8: an INT8 model not measurably faster than float (ONNX Runtime CPU) is an error.",
+    ),
+    mixed_by_latency: bool | None = typer.Option(
+        None, "--mixed-by-latency", help="int8: keep in float the layers whose INT8 kernels are slower than float."
+    ),
+    speed_check: bool | None = typer.Option(
+        None, "--speed-check/--no-speed-check", help="int8: measure float vs INT8, interleaved (default on)."
+    ),
     bits: int | None = typer.Option(None, "--bits", help="codebook/kmeans: index bits; bitwise: bits incl. sign."),
     groups: int | None = typer.Option(None, "--groups", help="codebook: neuron groups (codebooks) per layer."),
     sigma: float | None = typer.Option(None, "--sigma", help="codebook: width of the proximal STE weight."),
@@ -65,6 +76,9 @@ def quantize(
             "max_accuracy_drop": max_accuracy_drop,
             "qat_lr": lr,
             "seed": seed,
+            "require_speedup": require_speedup,
+            "mixed_by_latency": mixed_by_latency,
+            "speed_check": speed_check,
         },
         "codebook": {
             "bits": bits,
@@ -86,6 +100,9 @@ def quantize(
         "--ignore": ("ignored", ignore or None),
         "--qat-epochs": ("qat_epochs", qat_epochs),
         "--max-accuracy-drop": ("max_accuracy_drop", max_accuracy_drop),
+        "--require-speedup": ("require_speedup", require_speedup),
+        "--mixed-by-latency": ("mixed_by_latency", mixed_by_latency),
+        "--speed-check": ("speed_check", speed_check),
         "--bits": ("bits", bits),
         "--groups": ("groups", groups),
         "--sigma": ("sigma", sigma),
@@ -123,5 +140,6 @@ def quantize(
             "sparsity",
             "qdq_valid",
             "float_layers",
+            "int8_summary",
         ),
     )

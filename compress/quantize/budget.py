@@ -1,0 +1,85 @@
+"""Which layers stay in float: module names <-> ONNX node scopes, the accuracy budget, and latency-aware choice.
+
+Accuracy budget: while the drop of the task's primary metric exceeds the budget, the most sensitive
+layers (ranked by the metric regained when that layer alone is kept in float) are put back into
+float, one at a time.
+
+Latency-aware mixed precision: ONNX Runtime's profiler times every kernel of the INT8 graph and of
+the float graph; a layer whose INT8 kernels (with the Q/DQ conversions named after it) take longer
+than its float kernel costs more than it saves and is a candidate to keep in float. The candidates are
+kept in float only if the whole model then measures faster, interleaved, than the all-INT8 one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def onnx_scope(layer: str) -> str:
+    """The node-name prefix the TorchScript exporter gives a module.
+
+    features.1.conv.0 -> /features/features.1/conv/conv.0/ (an index joins its container's name).
+    """
+    parts, names = layer.split("."), []
+    for p in parts:
+        names.append(f"{names[-1]}.{p}" if p.isdigit() and names else p)
+    return "/" + "/".join(names) + "/"
+
+
+def legacy_scope(layer: str) -> str:
+    return "/" + layer.replace(".", "/") + "/"
+
+
+def nodes_of(layer: str, node_names: list[str]) -> list[str]:
+    scopes = (onnx_scope(layer), legacy_scope(layer))
+    return [n for n in node_names if n.startswith(scopes)]
+
+
+def sensitivity_search(
+    layer_names: list[str],
+    fixed: list[str],
+    build: Callable[[list[str]], dict[str, float]],
+    drop_of: Callable[[dict[str, float]], float],
+    budget: float,
+    max_layers: int,
+) -> tuple[list[str], dict[str, float]]:
+    """Put back into float the most sensitive layers until `drop_of(metrics) <= budget`; returns them and the metrics.
+
+    `build(float_layers)` re-quantizes with those layers in float and returns its metrics.
+    """
+    candidates = [n for n in layer_names if n not in fixed]
+    ranking = []
+    for name in candidates:  # sensitivity: what keeping this layer alone in float regains
+        m = build([*fixed, name])
+        ranking.append((-drop_of(m), -m.get("loss", 0.0) if "loss" in m else 0.0, name))
+    ranking.sort(reverse=True)
+    restored: list[str] = []
+    metrics: dict[str, float] = {}
+    for _, _, name in ranking[:max_layers]:
+        restored.append(name)
+        metrics = build([*fixed, *restored])
+        if drop_of(metrics) <= budget:
+            break
+    return restored, metrics
+
+
+def latency_candidates(
+    layer_names: list[str], int8_report: dict[str, Any], float_report: dict[str, Any], margin: float = 0.0
+) -> list[dict[str, Any]]:
+    """Layers whose INT8 kernels take longer than their float kernel, worst first.
+
+    Times come from two `runtime_report`s (per-node medians of ORT's profiler); a layer's INT8 time is
+    every node named within its scope in the INT8 graph (the integer kernel, or the float kernel plus
+    the DequantizeLinear in front of it when ORT did not fuse it).
+    """
+    q_nodes, f_nodes = int8_report["node_times_us"], float_report["node_times_us"]
+    q_names, f_names = list(q_nodes), list(f_nodes)
+    out = []
+    for layer in layer_names:
+        q = sum(q_nodes[n] for n in nodes_of(layer, q_names))
+        f = sum(f_nodes[n] for n in nodes_of(layer, f_names))
+        if q > 0 and f > 0 and q > f * (1.0 + margin):
+            out.append({"layer": layer, "int8_us": q, "float_us": f, "cost_us": q - f})
+    out.sort(key=lambda r: -r["cost_us"])
+    return out

@@ -1,0 +1,52 @@
+"""Where Q/DQ goes, per deployment target. The rules themselves live with each target's backend.
+
+`rules_for(target)` returns a `QdqRules`: what to ask NNCF for (per-tensor activations, signed INT8)
+and which graph rewrites of `compress.quantize.rewrite` turn NNCF's Q/DQ graph into one the runtime
+runs as integer kernels. ONNX Runtime's rules are `compress.backends.onnxruntime.INT8_RULES`.
+TensorRT's are below, as they have always been, until the project has a `backends/tensorrt.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compress.errors import RecipeError
+
+
+@dataclass(frozen=True)
+class QdqRules:
+    """How a target wants its Q/DQ graph.
+
+    Attributes:
+        target: the runtime's name.
+        activations_per_tensor: ask the quantizer for one scale per activation tensor.
+        rewrites: names of `compress.quantize.rewrite` passes applied, in order, to the Q/DQ file.
+        signed_only: only signed, symmetric INT8 (the file is rewritten with `to_signed_int8`).
+    """
+
+    target: str
+    activations_per_tensor: bool = False
+    rewrites: tuple[str, ...] = ()
+    signed_only: bool = False
+
+
+# TensorRT: symmetric signed INT8, weights per channel, activations per tensor; it fuses Q/DQ itself
+# (shared/docs/deployment.md), so NNCF's placement stays as it is.
+TENSORRT_RULES = {"activations_per_tensor": True, "rewrites": (), "signed_only": True}
+
+
+def rules_for(target: str) -> QdqRules:
+    if target == "onnxruntime":
+        from compress.backends.onnxruntime import INT8_RULES
+
+        raw = INT8_RULES
+    elif target == "tensorrt":
+        raw = TENSORRT_RULES
+    else:
+        raise RecipeError(f"unknown INT8 target '{target}'; available: onnxruntime, tensorrt")
+    return QdqRules(
+        target=target,
+        activations_per_tensor=bool(raw["activations_per_tensor"]),
+        rewrites=tuple(raw["rewrites"]),
+        signed_only=bool(raw["signed_only"]),
+    )

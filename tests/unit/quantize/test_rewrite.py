@@ -1,0 +1,180 @@
+"""Q/DQ placement for ONNX Runtime CPU on hand-built graphs: each rewrite keeps the values and makes ORT
+run the compute ops as integer kernels (read back from ORT's optimised graph)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from compress.backends.onnxruntime import runtime_report
+from compress.quantize.rewrite import (
+    absorb_activations,
+    activations_to_uint8,
+    apply_rewrites,
+    dequantize_after_shape_ops,
+    quantize_biases,
+    quantize_outputs,
+    tensor_ranges,
+    unquantized_outputs,
+)
+from compress.quantize.targets import rules_for
+
+ORT_REWRITES = rules_for("onnxruntime").rewrites
+RNG = np.random.default_rng(0)
+
+
+def _init(name, array):
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def _qdq(x, out, scale, zp, nodes, inits):
+    inits += [_init(f"{out}_s", np.float32(scale)), _init(f"{out}_z", zp)]
+    nodes += [
+        helper.make_node("QuantizeLinear", [x, f"{out}_s", f"{out}_z"], [f"{out}_q"]),
+        helper.make_node("DequantizeLinear", [f"{out}_q", f"{out}_s", f"{out}_z"], [out]),
+    ]
+
+
+def _conv(x, out, cin, cout, nodes, inits, bias=True):
+    w = RNG.integers(-127, 128, size=(cout, cin, 3, 3)).astype(np.int8)
+    inits += [
+        _init(f"{out}_w", w),
+        _init(f"{out}_ws", np.full(cout, 0.01, np.float32)),
+        _init(f"{out}_wz", np.zeros(cout, np.int8)),
+    ]
+    nodes.append(helper.make_node("DequantizeLinear", [f"{out}_w", f"{out}_ws", f"{out}_wz"], [f"{out}_wf"], axis=0))
+    ins = [x, f"{out}_wf"]
+    if bias:
+        inits.append(_init(f"{out}_b", RNG.standard_normal(cout).astype(np.float32) * 0.1))
+        ins.append(f"{out}_b")
+    nodes.append(helper.make_node("Conv", ins, [out], pads=[1, 1, 1, 1], name=f"/{out}/Conv"))
+
+
+def _model(nodes, inits, out, shape=(1, 4, 8, 8)):
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def mobilenet_block():
+    """NNCF's layout: int8 input, Conv -> Clip(0, 6) -> int8 Q (zero-point 0), a second Conv with an int8 Q after."""
+    nodes, inits = [], []
+    _qdq("input", "x", 0.05, np.int8(0), nodes, inits)
+    _conv("x", "c1", 4, 8, nodes, inits)
+    inits += [_init("lo", np.float32(0.0)), _init("hi", np.float32(6.0))]
+    nodes.append(helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"]))
+    _qdq("r1", "a1", 0.04, np.int8(0), nodes, inits)
+    _conv("a1", "c2", 8, 8, nodes, inits)
+    _qdq("c2", "out", 0.05, np.int8(0), nodes, inits)
+    return _model(nodes, inits, "out")
+
+
+def _save(model, path):
+    onnx.save(model, str(path))
+    return path
+
+
+def _run(path, x):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
+
+def test_nncf_layout_leaves_a_conv_in_float_and_the_placement_fixes_it(tmp_path):
+    before = _save(mobilenet_block(), tmp_path / "before.onnx")
+    rep = runtime_report(before, runs=1)
+    assert rep["compute_ops"] == 2 and rep["integer_compute_ops"] < 2  # the bug users hit
+    after = tmp_path / "after.onnx"
+    after.write_bytes(before.read_bytes())
+    counts = apply_rewrites(after, ORT_REWRITES)
+    assert counts["absorb_activations"] == 1 and counts["activations_to_uint8"] >= 2
+    rep = runtime_report(after, runs=1)
+    assert rep["integer_compute_ops"] == rep["compute_ops"] == 2, rep["ops"]
+    assert rep["summary"] == "int8 ops 2/2" and rep["integer_ops"]["QLinearConv"] == 2
+    assert rep["time_share"] and abs(sum(rep["time_share"].values()) - 1) < 1e-6
+    x = RNG.standard_normal((1, 4, 8, 8)).astype(np.float32)
+    # the absorbed range is finer (uint8 over [0, 5.08] instead of int8 over [-5.12, 5.08]): outputs may move
+    # by a few output steps (0.05); a wrong rewrite (lost Clip, wrong zero-point) moves them by far more
+    diff = np.abs(_run(after, x) - _run(before, x))
+    assert diff.max() <= 4 * 0.05 + 1e-6 and diff.mean() < 0.02
+
+
+def test_uint8_rewrite_is_bit_exact_and_absorb_keeps_clip_semantics():
+    m = mobilenet_block()
+    x = RNG.standard_normal((1, 4, 8, 8)).astype(np.float32) * 3
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = _run(_save(m, Path(tmp) / "a.onnx"), x)
+        assert activations_to_uint8(m) == 3
+        assert {numpy_helper.to_array(t).dtype for t in m.graph.initializer if t.name.endswith("_u8")} == {
+            np.dtype(np.uint8)
+        }
+        np.testing.assert_array_equal(_run(_save(m, Path(tmp) / "b.onnx"), x), ref)
+        assert absorb_activations(m) == 1
+        assert "Clip" not in {n.op_type for n in m.graph.node}
+        q = next(n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "c1")
+        scale = numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == q.input[1]))
+        assert scale == pytest.approx(127 * 0.04 / 255)  # the int8 top of range, on 255 uint8 steps
+
+
+def test_clip_with_a_negative_floor_is_not_absorbed():
+    m = mobilenet_block()
+    lo = next(t for t in m.graph.initializer if t.name == "lo")
+    lo.CopyFrom(_init("lo", np.float32(-1.0)))
+    assert absorb_activations(m) == 0 and "Clip" in {n.op_type for n in m.graph.node}
+
+
+def test_classifier_gemm_behind_flatten_with_float_bias_becomes_qgemm(tmp_path):
+    nodes, inits = [], []
+    _qdq("input", "x", 0.05, np.uint8(128), nodes, inits)
+    nodes.append(helper.make_node("Flatten", ["x"], ["flat"], axis=1))
+    w = RNG.integers(-127, 128, size=(10, 16)).astype(np.int8)
+    inits += [_init("w", w), _init("ws", np.full(10, 0.01, np.float32)), _init("wz", np.zeros(10, np.int8))]
+    inits.append(_init("b", RNG.standard_normal(10).astype(np.float32)))
+    nodes.append(helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wf"], axis=-2))
+    nodes.append(helper.make_node("Gemm", ["flat", "wf", "b"], ["out"], transB=1, name="/fc/Gemm"))
+    m = _model(nodes, inits, "out", shape=(1, 16, 1, 1))
+    before = _save(m, tmp_path / "before.onnx")
+    assert runtime_report(before, runs=1)["float_compute_nodes"] == ["/fc/Gemm"]
+    x = RNG.standard_normal((1, 16, 1, 1)).astype(np.float32)
+    ref = _run(before, x)
+    assert dequantize_after_shape_ops(m) >= 2 and quantize_biases(m) == 1
+    after = _save(m, tmp_path / "after.onnx")
+    rep = runtime_report(after, runs=1)
+    assert rep["integer_compute_ops"] == 1 and "QGemm" in rep["integer_ops"]
+    np.testing.assert_allclose(_run(after, x), ref, atol=0.5 * 0.05 * 0.01 + 1e-6)  # half an int32 bias step
+
+
+def test_conv_before_an_activation_without_integer_kernel_gets_its_output_quantized(tmp_path):
+    nodes, inits = [], []
+    _qdq("input", "x", 0.05, np.uint8(128), nodes, inits)
+    _conv("x", "c1", 4, 8, nodes, inits)
+    nodes.append(helper.make_node("HardSwish", ["c1"], ["h1"]))
+    _qdq("h1", "a1", 0.05, np.uint8(128), nodes, inits)
+    _conv("a1", "c2", 8, 8, nodes, inits)
+    _qdq("c2", "out", 0.05, np.uint8(128), nodes, inits)
+    m = _model(nodes, inits, "out")
+    before = _save(m, tmp_path / "before.onnx")
+    assert runtime_report(before, runs=1)["float_compute_nodes"] == ["/c1/Conv"]
+    assert unquantized_outputs(m) == ["c1"]
+    calib = [RNG.standard_normal((1, 4, 8, 8)).astype(np.float32) for _ in range(4)]
+    ranges = tensor_ranges(before, ["c1"], calib)
+    assert ranges["c1"][0] < 0 < ranges["c1"][1]
+    assert quantize_outputs(m, ranges) == 1
+    after = _save(m, tmp_path / "after.onnx")
+    rep = runtime_report(after, runs=1)
+    assert rep["integer_compute_ops"] == 2, rep["ops"]
+    x = calib[0]
+    step = (ranges["c1"][1] - ranges["c1"][0]) / 255
+    assert np.abs(_run(after, x) - _run(before, x)).max() < 20 * step + 0.1  # one extra rounding, propagated
