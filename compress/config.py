@@ -1,19 +1,45 @@
 """Typed configs from plain data.
 
 Every config is a dataclass. `from_dict` fills one from a mapping (a YAML section, CLI options) and
-rejects unknown keys and wrong types with a message that names the key and its path in the file;
-`to_dict` gives the resolved config back as plain data for manifests.
+rejects unknown keys, wrong types and out-of-range numbers with a message that names the key and its
+path in the file; `to_dict` gives the resolved config back as plain data for manifests.
+
+Numbers are checked the same way for every command and recipe: a float must be finite, a number is
+never negative (unless its field is in `SIGNED`), and the fields in `MINIMUM` and `FRACTIONS` have
+their ranges. A field can also say its own range: `field(metadata={"range": (lo, hi)})`.
+Messages quote at most a short prefix of a value (`compress.text.short`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from compress.errors import RecipeError
+from compress.text import short
 
 C = TypeVar("C")
+
+SIGNED = {
+    "s_init", "dim", "lambda_init", "change", "max_slowdown", "max_accuracy_drop", "max_params_increase",
+    "max_macs_increase", "max_size_increase",
+}  # fmt: skip
+MINIMUM = {
+    name: 1
+    for name in (
+        "batch_size", "eval_batch_size", "rounds", "n_boot", "iters", "kmeans_iters", "min_iters", "max_iters",
+        "bits", "groups", "samples", "queue_size", "parity_batch", "image_size", "channels", "calib_size",
+        "num_classes", "world_size", "hidden", "attention_heads", "steps_per_level", "tries", "calib_batches",
+        "round_to", "checkpoint_every", "taylor_batches", "limit", "iterative_steps", "n", "m",
+    )
+}  # fmt: skip
+MINIMUM["opset"] = 7
+FRACTIONS = {
+    "val_fraction", "ratio", "target_macs", "target_params", "max_group_ratio", "confidence", "momentum",
+    "distill_alpha", "min_area", "max_area", "sample_weight",
+}  # fmt: skip
 
 
 def from_dict(cls: type[C], data: Any, *, where: str = "config") -> C:
@@ -38,6 +64,7 @@ def from_dict(cls: type[C], data: Any, *, where: str = "config") -> C:
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(value, hints[name], f"{where}.{name}")
+        _check_range(name, kwargs[name], fields[name], f"{where}.{name}")
     missing = [
         n
         for n, f in fields.items()
@@ -48,7 +75,24 @@ def from_dict(cls: type[C], data: Any, *, where: str = "config") -> C:
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
-        raise RecipeError(f"{where}: {e}") from None
+        raise RecipeError(f"{where}: {short(str(e), 200)[1:-1]}") from None
+
+
+def _check_range(name: str, value: Any, f: dataclasses.Field, where: str) -> None:
+    """Refuse a number outside its field's range (see the module docstring)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    lo, hi = f.metadata.get("range", (None, None))
+    if lo is None and hi is None:
+        if name in FRACTIONS:
+            lo, hi = 0.0, 1.0
+        elif name in MINIMUM:
+            lo = MINIMUM[name]
+        elif name not in SIGNED:
+            lo = 0
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        span = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise RecipeError(f"{where}: must be {span}, got {value}")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -67,11 +111,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except RecipeError as e:
                 errors.append(str(e))
-        raise RecipeError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {tp}")
+        raise RecipeError(errors[0] if len(errors) == 1 else f"{where}: {short(value)} fits none of {tp}")
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
-            raise RecipeError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
+            raise RecipeError(f"{where}: {short(value)} is not one of {', '.join(map(repr, choices))}")
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -94,23 +138,25 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise RecipeError(f"{where}: expected true or false, got {value!r}")
+        raise RecipeError(f"{where}: expected true or false, got {short(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise RecipeError(f"{where}: expected an integer, got {value!r}")
+        raise RecipeError(f"{where}: expected an integer, got {short(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise RecipeError(f"{where}: expected a finite number, got {value}")
             return float(value)
-        raise RecipeError(f"{where}: expected a number, got {value!r}")
+        raise RecipeError(f"{where}: expected a number, got {short(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise RecipeError(f"{where}: expected a string, got {value!r}")
+        raise RecipeError(f"{where}: expected a string, got {short(value)}")
     if isinstance(tp, type):
         if isinstance(value, tp):
             return value
-        raise RecipeError(f"{where}: expected {tp.__name__}, got {value!r}")
+        raise RecipeError(f"{where}: expected {tp.__name__}, got {short(value)}")
     return value
 
 

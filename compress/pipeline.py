@@ -139,7 +139,22 @@ def run_recipe(
     trust_code: bool = False,
     recipe_path: str | None = None,
 ) -> Path:
-    """Run every step of `recipe` into run directory `out`, then write its report."""
+    """Run every step of `recipe` into run directory `out`, then write its report.
+
+    An interruption keeps the staged run for `resume=True`; any other failure removes it."""
+    from compress.runs import abort_open_runs
+
+    try:
+        return _run_recipe(recipe, out, force=force, resume=resume, trust_code=trust_code, recipe_path=recipe_path)
+    except KeyboardInterrupt:
+        abort_open_runs(keep=True)
+        raise
+    except BaseException:
+        abort_open_runs(keep=False)
+        raise
+
+
+def _run_recipe(recipe, out, *, force, resume, trust_code, recipe_path) -> Path:
     from compress.data import load_data
     from compress.models.sources import load_model
     from compress.report import build_report

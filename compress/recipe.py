@@ -93,32 +93,30 @@ class Recipe:
         return d
 
 
+MAX_STEPS = 100
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read and fully validate a recipe file."""
-    import yaml
+    from compress.yamlfile import read_yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RecipeError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or e})") from None
-    except UnicodeDecodeError:
-        raise RecipeError(f"{path}: not a text file") from None
-    return parse_recipe(raw, where=str(path))
+    return parse_recipe(read_yaml(Path(path), "recipe"), where=str(path))
 
 
 def parse_recipe(raw: Any, *, where: str = "recipe") -> Recipe:
     """Validate plain data into a Recipe: keys, types, names, references, method params."""
     from compress.methods import TECHNIQUES, get_method
     from compress.models.sources import ARCHITECTURES
+    from compress.yamlfile import check_size
 
     if not isinstance(raw, dict):
         raise RecipeError(f"{where}: a recipe must be a mapping with 'name' and 'steps'")
-    recipe = from_dict(Recipe, {k: v for k, v in raw.items() if k != "step_configs"}, where=where)
+    check_size(raw, where)
+    if "step_configs" in raw:  # filled by validation, never read from a file
+        raise RecipeError(f"{where}: unknown key 'step_configs'")
+    if isinstance(raw.get("steps"), list) and len(raw["steps"]) > MAX_STEPS:
+        raise RecipeError(f"{where}: {len(raw['steps'])} steps; a recipe has at most {MAX_STEPS}")
+    recipe = from_dict(Recipe, raw, where=where)
     if not recipe.steps:
         raise RecipeError(f"{where}: 'steps' is empty")
     seen: set[str] = set()

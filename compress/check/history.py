@@ -10,6 +10,7 @@ computes changes within a fingerprint, the plot draws one line per (model, finge
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 from contextlib import closing
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import CompressError
+from compress.io import temp_path_for
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -136,16 +138,30 @@ def add(
         int(size) if size is not None else None,
         json.dumps(result, default=str),
     )
-    with closing(connect(db)) as conn:
-        cur = conn.execute(
-            "INSERT INTO results (timestamp, fingerprint, machine, versions, git_commit, model, backend, "
-            "p50_ms, mean_ms, p90_ms, p99_ms, cov, throughput, metric_name, metric_value, params, bytes, "
-            "result) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            row,
-        )
-        conn.commit()
-        return int(cur.lastrowid)
+    db = Path(db)
+    fresh = not db.exists()
+    target = temp_path_for(db) if fresh else db  # a new database appears only once it holds its first row
+    if fresh:
+        target.unlink()
+    try:
+        with closing(connect(target)) as conn:
+            cur = conn.execute(
+                "INSERT INTO results (timestamp, fingerprint, machine, versions, git_commit, model, backend, "
+                "p50_ms, mean_ms, p90_ms, p99_ms, cov, throughput, metric_name, metric_value, params, bytes, "
+                "result) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            conn.commit()
+            row_id = int(cur.lastrowid)
+        if fresh:
+            os.replace(target, db)
+    except BaseException:
+        if fresh:
+            for leftover in (target, target.with_name(target.name + "-journal")):
+                leftover.unlink(missing_ok=True)
+        raise
+    return row_id
 
 
 def query(

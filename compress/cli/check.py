@@ -117,9 +117,12 @@ def _threshold(text: str, what: str, *, percent: bool) -> float | None:
     if percent:
         return parse_fraction(text, what)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise CompressError(f"{what}: expected a number or 'off', got '{text}'") from None
+        raise CompressError(f"{what}: expected a number or 'off', got '{text[:40]}'") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise CompressError(f"{what}: expected a finite number or 'off', got '{text[:40]}'")
+    return value
 
 
 def _table(result):

@@ -33,18 +33,25 @@ def main() -> None:
     """Entry point: Click's usage errors become one line too (tests drive `app` directly)."""
     import sys
 
+    from compress.cli.common import EXIT_INTERRUPTED, report_failure
+
     try:
         code = app(standalone_mode=False)
     except typer.Abort:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except Exception as e:  # Click's usage errors (Typer vendors Click, so match on the interface)
-        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+        report_failure(KeyboardInterrupt())
+        sys.exit(EXIT_INTERRUPTED)
+    except (typer.Exit, SystemExit):
+        raise
+    except BaseException as e:
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # Click's usage errors
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            typer.echo(f"error: {e.format_message()}{hint}", err=True)
+            sys.exit(e.exit_code or 2)
+        handled = report_failure(e)  # anything raised outside a command's own handler
+        if handled is None:
             raise
-        ctx = getattr(e, "ctx", None)
-        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        typer.echo(f"error: {e.format_message()}{hint}", err=True)
-        sys.exit(e.exit_code or 2)
+        sys.exit(handled)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -23,7 +23,7 @@ def report(
     from compress.report import build_report, rich_table
 
     target = out or runs[0] / "report"
-    check_output_dir(target, tuple(runs))
+    check_output_dir(target, tuple(runs), inside_ok=True)
     if target.exists() and not target.is_dir():
         raise CompressError(f"--out {target} is a file; give a folder")
     ours = (target / "report.json").is_file() or not target.exists() or not any(target.iterdir())

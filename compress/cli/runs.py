@@ -6,23 +6,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from compress.errors import CompressError, RecipeError
+from compress.errors import RecipeError
 
 
 def load_yaml_params(path: Path | None) -> dict[str, Any]:
     """A YAML mapping of config fields (for --config), validated later by from_dict."""
     if path is None:
         return {}
-    import yaml
+    from compress.yamlfile import read_yaml
 
-    if not path.is_file():
-        raise RecipeError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RecipeError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or 'parse error'})") from None
+    data = read_yaml(path, "config file") or {}
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: expected a mapping of settings")
     return data
@@ -106,18 +99,11 @@ def execute(
     if world > 1:
         _join_process_group(method_config)
     workdir = out.with_name(out.name + ".partial") / "work"
-    try:
-        result = run_technique(technique, method_config, net, data=bundle, teacher=teacher_model, workdir=workdir)
-        if run is None:
-            return None
-        write_variant(run, result, data=bundle, export=export)
-    except CompressError:
-        # a user error, not an interruption: leave nothing behind unless it was a resumed run
-        if run is not None and not run.resumed:
-            import shutil
-
-            shutil.rmtree(run.work, ignore_errors=True)
-        raise
+    # a failure from here on is handled by the CLI's one handler, which removes the staged run
+    result = run_technique(technique, method_config, net, data=bundle, teacher=teacher_model, workdir=workdir)
+    if run is None:
+        return None
+    write_variant(run, result, data=bundle, export=export)
     summary = {k: result.metrics.get(k) for k in summary_keys if k in result.metrics}
     return finish(run, console(), summary=summary)
 

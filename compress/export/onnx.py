@@ -74,6 +74,10 @@ def export_onnx(model: Model, path: str | Path, config: ExportConfig | None = No
                 _export(module, example, tmp, exporter, config)
                 used = exporter
                 break
+            except OSError as e:
+                if e.errno is not None and e.filename is None:
+                    e.filename = str(path)
+                raise  # a full disk or a permission problem, not an exporter failure: say so plainly
             except Exception as e:  # exporters raise many types; keep the first line for the message
                 errors.append(
                     f"{exporter}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}"

@@ -37,9 +37,17 @@ _PRIMITIVE = (int, float, bool, str, type(None))
 
 
 def save_model(model: Model, path: str | Path) -> Path:
-    """Write `model` to `path` atomically; returns the path."""
-    from compress.models.sources import build_architecture
+    """Write `model` to `path` atomically; returns the path.
 
+    A network no registry can rebuild (from a `.pt2` or a trusted pickle) is written as a
+    `torch.export` archive with the same metadata instead; `load_model` reads either.
+    """
+    from compress.models.sources import ARCHITECTURES, build_architecture
+
+    if model.arch.get("source") not in ARCHITECTURES:
+        from compress.models.pt2 import save_exported_program
+
+        return save_exported_program(model, Path(path))
     base = build_architecture(model.arch)
     surgery = diff_architecture(base, model.module)
     payload = {
@@ -50,6 +58,7 @@ def save_model(model: Model, path: str | Path) -> Path:
         "input_shape": list(model.input_shape),
         "task": model.task,
         "history": model.history,
+        "preprocessing": model.preprocessing,
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.module.state_dict().items()},
     }
     buf = io.BytesIO()
@@ -109,13 +118,28 @@ def model_from_payload(payload: dict[str, Any], *, where: str) -> Model:
             f"{where}: weights do not fit the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     module.eval()
+    _check_forward(module, payload.get("input_shape"), where)
     return Model(
         module,
         payload["arch"],
         tuple(payload["input_shape"]),
         payload.get("task", "classification"),
         list(payload.get("history", [])),
+        dict(payload.get("preprocessing") or {}),
     )
+
+
+def _check_forward(module: nn.Module, input_shape: Any, where: str) -> None:
+    """One forward pass on a zero input: weights of the wrong shape fail here, not inside a later command."""
+    if not isinstance(input_shape, (list, tuple)) or not all(isinstance(v, int) and v > 0 for v in input_shape):
+        raise ModelError(f"{where}: the checkpoint's input_shape is not a list of positive sizes")
+    try:
+        with torch.no_grad():
+            module(torch.zeros(1, *input_shape))
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        raise ModelError(
+            f"{where}: weights do not fit the architecture; a forward pass fails ({_first_line(e)})"
+        ) from None
 
 
 def _fit_tensor_shapes(module: nn.Module, state_dict: dict[str, Any]) -> None:

@@ -20,6 +20,8 @@ class Model:
         input_shape: one sample's shape, without the batch axis, e.g. (3, 32, 32).
         task: the task the network solves ("classification", "denoising").
         history: the steps applied so far, oldest first (technique, method, params, metrics).
+        preprocessing: how inputs are prepared for it (mean, std, input_size, resize, crop_pct,
+            interpolation; see `compress.models.preprocess`); {} for plain [0, 1] images.
     """
 
     module: nn.Module
@@ -27,6 +29,7 @@ class Model:
     input_shape: tuple[int, ...]
     task: str = "classification"
     history: list[dict[str, Any]] = field(default_factory=list)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
     def copy(self) -> Model:
         """A deep copy, so a technique never changes its input in place."""
@@ -36,12 +39,18 @@ class Model:
             tuple(self.input_shape),
             self.task,
             copy.deepcopy(self.history),
+            copy.deepcopy(self.preprocessing),
         )
 
     def with_step(self, module: nn.Module, step: dict[str, Any]) -> Model:
         """A new handle for `module` with `step` appended to the history."""
         return Model(
-            module, copy.deepcopy(self.arch), tuple(self.input_shape), self.task, [*copy.deepcopy(self.history), step]
+            module,
+            copy.deepcopy(self.arch),
+            tuple(self.input_shape),
+            self.task,
+            [*copy.deepcopy(self.history), step],
+            copy.deepcopy(self.preprocessing),
         )
 
     @property

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -107,14 +110,23 @@ def build_report(
         "pareto": pareto_front(rows),
     }
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if plot:
-        from compress.report.plot import pareto_plot
+    fresh = not out.exists()  # a new folder is built aside and appears whole, or not at all
+    stage = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}") if fresh else out
+    try:
+        stage.mkdir(parents=True, exist_ok=True)
+        if plot:
+            from compress.report.plot import pareto_plot
 
-        pareto_plot(rows, out / "pareto.png", title=title)
-        report["plot"] = "pareto.png"
-    atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", markdown(report))
+            pareto_plot(rows, stage / "pareto.png", title=title)
+            report["plot"] = "pareto.png"
+        atomic_write_json(stage / "report.json", report)
+        atomic_write_text(stage / "report.md", markdown(report))
+        if fresh:
+            os.replace(stage, out)
+    except BaseException:
+        if fresh:
+            shutil.rmtree(stage, ignore_errors=True)
+        raise
     return report
 
 

@@ -166,7 +166,7 @@ def test_a_user_error_mid_run_leaves_no_partial_directory(teacher_run, tmp_path)
 def test_garbage_checkpoint_and_bad_shapes_are_one_line_errors(tmp_path):
     garbage = tmp_path / "g.pt"
     garbage.write_text("hello\n")
-    assert_user_error(invoke("info", garbage), "corrupted or not a PyTorch file")
+    assert_user_error(invoke("info", garbage), "not a model file (it is text)")
     assert_user_error(invoke("info", "builtin:simple_cnn", "--input-shape", "16,16"), "three positive sizes")
     assert_user_error(invoke("info", "torchvision:resnet18", "--input-shape", "1,32,32"), "does not accept inputs")
 

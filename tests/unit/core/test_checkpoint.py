@@ -122,8 +122,11 @@ def test_checkpoint_with_technique_layers_loads_in_a_fresh_process(tmp_path):
     assert out.stdout.strip() == "CodebookConv2d"
 
 
-def test_tensors_resized_inside_unregistered_modules_reload(tmp_path):
+def test_tensors_resized_inside_unregistered_modules_reload(tmp_path, monkeypatch):
     """Pruning ConvNeXt shrinks CNBlock.layer_scale, a parameter of a module no layer spec describes."""
+    from compress.models import checkpoint
+
+    monkeypatch.setattr(checkpoint, "_check_forward", lambda *a: None)  # this half-pruned block cannot run
     model = load_model("torchvision:convnext_tiny", num_classes=10, input_shape=(3, 32, 32))
     block = model.module.features[1][0]
     block.layer_scale = nn.Parameter(torch.arange(48.0).reshape(48, 1, 1))

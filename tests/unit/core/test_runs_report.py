@@ -36,6 +36,9 @@ def test_interrupted_run_needs_resume_or_force(tmp_path):
     run = RunDir(tmp_path / "r", "train")
     run.manifest["config"] = {"a": 1}
     run.save()
+    with pytest.raises(RunDirError, match="being written by another compress process"):
+        RunDir(tmp_path / "r", "train")  # the first writer still holds the lock
+    run.abort(keep=True)  # what an interruption does
     with pytest.raises(RunDirError, match="--resume"):
         RunDir(tmp_path / "r", "train")
     again = RunDir(tmp_path / "r", "train", resume=True)

@@ -1,0 +1,61 @@
+"""A network's preprocessing: how a photo becomes the tensor it was trained on.
+
+    {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "input_size": [3, 224, 224],
+     "resize": "shorter", "crop_pct": 0.875, "interpolation": "bicubic"}
+
+`resize: shorter` is the ImageNet evaluation convention: scale the shorter side to
+`size / crop_pct`, then take the centre `size` x `size` crop; `squash` resizes to the square directly.
+Sources fill it in where they know it (timm's `pretrained_cfg`, torchvision's weight metadata); the
+user overrides any field; it is stored in the checkpoint and manifest, shown by `info`, and applied
+by every command that feeds data. {} means plain [0, 1] images.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from compress.errors import DataError
+
+FIELDS = ("mean", "std", "input_size", "resize", "crop_pct", "interpolation")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+
+
+def resolve_preprocessing(known: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """`known` updated by the user's `overrides`, checked field by field."""
+    prep = {k: v for k, v in dict(known or {}).items() if k in FIELDS}
+    for key, value in (overrides or {}).items():
+        if key not in FIELDS:
+            raise DataError(f"preprocessing: unknown key '{str(key)[:30]}'; allowed: {', '.join(FIELDS)}")
+        if value is not None:
+            prep[key] = value
+    for key in ("mean", "std"):
+        if key in prep:
+            values = prep[key]
+            ok = isinstance(values, (list, tuple)) and len(values) in (1, 3)
+            ok = ok and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+            if not ok or (key == "std" and min(values) <= 0):
+                raise DataError(f"preprocessing.{key}: expected 1 or 3 finite numbers{' > 0' if key == 'std' else ''}")
+            prep[key] = [float(v) for v in values]
+    if "crop_pct" in prep and not (isinstance(prep["crop_pct"], (int, float)) and 0 < prep["crop_pct"] <= 1):
+        raise DataError("preprocessing.crop_pct: expected a fraction in (0, 1]")
+    if prep.get("resize", "squash") not in ("shorter", "squash"):
+        raise DataError("preprocessing.resize: expected 'shorter' or 'squash'")
+    if prep.get("interpolation", "bilinear") not in INTERPOLATIONS:
+        prep["interpolation"] = "bilinear"
+    return prep
+
+
+def normalizer(prep: dict[str, Any]):
+    """A function that maps a batch of [0, 1] images to the network's input, or None when there is none."""
+    if not prep.get("mean"):
+        return None
+    import torch
+
+    mean = torch.tensor(prep["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(prep["std"]).view(1, -1, 1, 1)
+
+    def apply(x):
+        return (x - mean.to(x.dtype)) / std.to(x.dtype)
+
+    return apply
