@@ -78,3 +78,27 @@ def test_flag_for_another_method_is_refused(teacher, tmp_path):
     pytest.importorskip("nncf")
     r = invoke("quantize", "--model", teacher, "--method", "int8", "--bits", "3", *SMALL, "--out", tmp_path / "x")
     assert r.exit_code == 2 and r.output.startswith("error: ") and "Traceback" not in r.output
+
+
+def test_int8_for_onnxruntime_records_what_the_runtime_ran(teacher, tmp_path):
+    pytest.importorskip("nncf")
+    out = tmp_path / "int8-ort"
+    r = invoke("quantize", "--model", teacher, "--method", "int8", "--calib-size", "64", *SMALL, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "compute ops run as integer kernels on onnxruntime CPU" in r.output
+    metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+    done, total = (int(v) for v in metrics["int8_ops"].split("/"))
+    assert done == total > 0 and metrics["runtime"]["float_compute_nodes"] == []
+    assert metrics["speed_verdict"] in ("faster", "slower", "not significantly faster")
+    lo, hi = metrics["speedup_ci"]
+    assert lo <= metrics["speedup"] <= hi
+    r = invoke("info", out / "model.onnx", "--runtime", "onnxruntime", "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output)["runtime"]
+    assert report["summary"] == f"int8 ops {done}/{total}" and report["integer_ops"]["QLinearConv"] > 0
+    assert invoke("export", teacher, "--out", tmp_path / "float.onnx").exit_code == 0
+    r = invoke("info", tmp_path / "float.onnx", "--runtime", "onnxruntime", "--json")  # a float model: 0 integer
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["runtime"]["integer_compute_ops"] == 0
+    r = invoke("info", out / "model.onnx", "--runtime", "tensorrt")
+    assert r.exit_code == 2 and "unknown --runtime" in r.output and "Traceback" not in r.output

@@ -7,8 +7,9 @@ import pytest
 
 pytest.importorskip("nncf")  # a declared dependency; absent only on bare accelerator images
 
-from compress.errors import RecipeError
+from compress.errors import CompressError, RecipeError
 from compress.methods import Context, get_method
+from compress.quantize.budget import onnx_scope
 from compress.quantize.int8 import Int8Config, fold_weight_quantizers
 from compress.quantize.qdq import check_qdq
 
@@ -27,6 +28,10 @@ def test_ptq_onnx_route_runs_in_ort_close_to_float(trained, digits, tmp_path):
     assert r.metrics["size_bytes"] < 0.5 * r.metrics["float_size_bytes"]  # int8 initializers
     qdq = check_qdq(r.onnx, "onnxruntime")
     assert qdq["valid"] and qdq["quantized_compute_nodes"] == qdq["compute_nodes"]
+    # what ORT really ran: every Conv/Gemm as an integer kernel, and a measured speed with its interval
+    assert r.metrics["int8_ops"] == f"{qdq['compute_nodes']}/{qdq['compute_nodes']}"
+    assert r.metrics["runtime"]["integer_ops"]["QLinearConv"] >= 1
+    assert r.metrics["speedup_ci"][0] <= r.metrics["speedup"] <= r.metrics["speedup_ci"][1]
 
 
 def test_tensorrt_target_passes_the_checker(trained, digits, tmp_path):
@@ -62,3 +67,49 @@ def test_torch_route_with_qat_exports_int8_qdq(trained, digits, tmp_path):
     init_types = {t.data_type for t in onnx.load(str(r.onnx)).graph.initializer if len(t.dims) == 4}
     assert init_types == {onnx.TensorProto.INT8}  # conv weights stored as integers
     assert fold_weight_quantizers(r.onnx) == 0  # nothing left to fold
+
+
+def _fake_speed(verdict, speedup):
+    def measure(*args, **kwargs):
+        return {
+            "speedup": speedup,
+            "speedup_ci": [speedup * 0.9, speedup * 1.1],
+            "confidence": 0.95,
+            "verdict": verdict,
+            "float_ms": 1.0,
+            "quantized_ms": 1.0 / speedup,
+            "rounds": 8,
+            "method": "fake",
+            "threads": 1,
+        }
+
+    return measure
+
+
+def test_require_speedup_names_the_slow_ops_and_is_reported_without_it(trained, digits, tmp_path, monkeypatch):
+    import compress.quantize.speed as speed
+
+    monkeypatch.setattr(speed, "measure_speedup", _fake_speed("slower", 0.5))
+    with pytest.raises(CompressError, match=r"SLOWER than float: 0.50x.*slow ops: QLinearConv \d+%"):
+        _run(trained, digits, tmp_path / "a", require_speedup=True)
+    r = _run(trained, digits, tmp_path / "b")
+    assert r.metrics["speed_verdict"] == "slower" and "SLOWER than float" in r.metrics["int8_summary"]
+
+
+def test_mixed_by_latency_keeps_a_layer_in_float_only_when_that_is_faster(trained, digits, tmp_path, monkeypatch):
+    import compress.quantize.budget as budget
+    import compress.quantize.speed as speed
+
+    monkeypatch.setattr(budget, "latency_candidates", lambda *a, **k: [{"layer": "0", "cost_us": 1.0}])
+    monkeypatch.setattr(speed, "measure_speedup", _fake_speed("faster", 1.3))
+    r = _run(trained, digits, tmp_path / "a", mixed_by_latency=True)
+    assert r.metrics["latency_float_layers"] == ["0"] and "0" in r.metrics["float_layers"]
+    assert len(check_qdq(r.onnx, "onnxruntime")["float_compute_nodes"]) == 1
+    monkeypatch.setattr(speed, "measure_speedup", _fake_speed("slower", 0.8))
+    r = _run(trained, digits, tmp_path / "b", mixed_by_latency=True)
+    assert r.metrics["latency_float_layers"] == [] and check_qdq(r.onnx, "onnxruntime")["float_compute_nodes"] == []
+
+
+def test_onnx_scope_follows_the_torchscript_node_names():
+    assert onnx_scope("layer1.0.conv1") == "/layer1/layer1.0/conv1/"
+    assert onnx_scope("features.1.conv.0.0") == "/features/features.1/conv/conv.0/conv.0.0/"
