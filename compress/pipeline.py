@@ -215,6 +215,9 @@ def _run_recipe(recipe, out, *, force, resume, trust_code, recipe_path) -> Path:
             bench_config=recipe.bench if step.variant else None,
             export=step.variant,
         )
+        from compress.bench.fidelity import record_recipe_fidelity
+
+        record_recipe_fidelity(run, recipe, step, vrun, data)  # to the recipe's first variant
         vrun.manifest["metrics"]["wall_s"] = round(time.perf_counter() - started, 2)
         vrun.manifest["variant"] = step.variant
         shutil.rmtree(vrun.work / "work", ignore_errors=True)

@@ -25,6 +25,8 @@ class BenchConfig:
         accuracy: also evaluate the task metric on the validation split through the backend.
         eval_batch_size: batch size for that evaluation.
         seed: the random latency inputs depend on it.
+        fidelity: in a recipe, also measure each variant's fidelity to the recipe's first variant
+            (`compress.bench.fidelity`: top-1/top-5 agreement and KL, or PSNR for dense tasks).
     """
 
     backend: str = "onnxruntime"
@@ -35,10 +37,17 @@ class BenchConfig:
     accuracy: bool = True
     eval_batch_size: int = 64
     seed: int = 0
+    fidelity: bool = True
 
 
-def bench(path: str | Path, config: BenchConfig | None = None, *, data: Any = None) -> dict[str, Any]:
-    """Latency (and, with `data`, task metrics) of the model file at `path` through the backend."""
+def bench(
+    path: str | Path, config: BenchConfig | None = None, *, data: Any = None, reference: Any = None
+) -> dict[str, Any]:
+    """Latency (and, with `data`, task metrics) of the model file at `path` through the backend.
+
+    With `reference` (a `fidelity.Reference`, or a spec `fidelity.load_reference` opens) and `data`,
+    also its fidelity to that model on the validation split (`result["fidelity"]`). Data without
+    labels (`images:`) gives no task metrics: fidelity is the figure there."""
     from compress.backends import get_backend
     from compress.backends.base import BackendOptions
 
@@ -65,8 +74,18 @@ def bench(path: str | Path, config: BenchConfig | None = None, *, data: Any = No
     x = rng.random(want, dtype=np.float32).astype(session.input_dtype)
     times = measure(session.runner(x), config.latency)
     result: dict[str, Any] = {"latency": summarize(times, config.batch_size), "runtime": session.info()}
-    if data is not None and config.accuracy:
+    if data is not None and config.accuracy and getattr(data, "labelled", True):
         result["metrics"] = evaluate_session(session, data.val, data.task, config.eval_batch_size)
+    if reference is not None:
+        if data is None:
+            raise DataError("fidelity to a reference needs --data: both models run on its validation split")
+        from compress.bench.fidelity import Reference, load_reference, measure_fidelity, session_runner
+
+        if not isinstance(reference, Reference):
+            reference = load_reference(str(reference), data, backend=config.backend, device=config.device)
+        result["fidelity"] = measure_fidelity(
+            session_runner(session), reference, data.val, data.task, batch_size=config.eval_batch_size
+        )
     return result
 
 

@@ -65,6 +65,9 @@ class CheckConfig:
         batch_size: batch of the latency input.
         eval_batch_size: batch of the accuracy evaluation.
         seed: the latency input and the bootstrap depend on it.
+        min_top1_agreement: the candidate's top-1 predictions must match the reference's (the
+            baseline unless a reference model is given) on at least this share of the validation
+            inputs (0.99 = 99%); labels are not needed (`compress.bench.fidelity`).
     """
 
     rounds: int = 20
@@ -88,6 +91,7 @@ class CheckConfig:
     batch_size: int = 1
     eval_batch_size: int = 64
     seed: int = 0
+    min_top1_agreement: float | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < MIN_ROUNDS:
@@ -106,6 +110,10 @@ class CheckConfig:
             v = getattr(self, name)
             if v is not None and v < 0:
                 raise ValueError(f"{name} must be >= 0, got {v}")
+        if self.min_top1_agreement is not None and not 0.0 <= self.min_top1_agreement <= 1.0:
+            raise ValueError(
+                f"min_top1_agreement must be between 0 and 1 (or 0% and 100%), got {self.min_top1_agreement}"
+            )
         if self.expect_sparsity is not None:
             from compress.check.structure import parse_nm
 
@@ -183,6 +191,7 @@ def run_check(
     config: CheckConfig | None = None,
     *,
     data: Any = None,
+    reference: Any = None,
 ) -> CheckResult:
     """Compare a candidate ONNX model against a baseline: latency (interleaved A/B) and deterministic gates.
 
@@ -191,6 +200,7 @@ def run_check(
         config: thresholds and latency design.
         data: a DataBundle; gives the input shape and the fixed evaluation set (its val split). Without
             it the accuracy gate is skipped and the models need a static input shape.
+        reference: a `compress.bench.fidelity.Reference` for the fidelity gate (default: the baseline).
     """
     from compress.backends import get_backend
     from compress.backends.base import BackendOptions
@@ -206,6 +216,8 @@ def run_check(
     options = BackendOptions(config.device, config.threads)
     sessions = {role: backend.load(p, options) for role, p in paths.items()}
     sample_shape = _sample_shape(sessions, paths, data)
+    if config.min_top1_agreement is not None and (data is None or data.task != "classification"):
+        raise DataError("--min-top1-agreement needs classification --data: it compares predicted classes")
     gates: list[Gate] = []
 
     verdict = None
@@ -227,6 +239,9 @@ def run_check(
         gates.append(Gate("latency", SKIPPED, "latency not gated (no max_slowdown)"))
 
     gates.append(_accuracy_gate(sessions, data, config))
+    fidelity = fidelity_gate(sessions, data, config, reference)
+    if fidelity is not None:
+        gates.append(fidelity)
     gates.extend(static_gates(paths["baseline"], paths["candidate"], sample_shape, config))
     return CheckResult(
         status=overall(gates),
@@ -374,6 +389,10 @@ def _accuracy_gate(sessions: dict[str, Any], data: Any, config: CheckConfig) -> 
 
     if data is None:
         return Gate("accuracy", SKIPPED, "no evaluation data given (--data)", threshold=config.max_accuracy_drop)
+    if not getattr(data, "labelled", True):
+        return Gate(
+            "accuracy", SKIPPED, "n/a: the data has no labels; see fidelity", threshold=config.max_accuracy_drop
+        )
     task = get_task(data.task)
     metrics = {role: evaluate_session(s, data.val, data.task, config.eval_batch_size) for role, s in sessions.items()}
     return metric_gate(
@@ -384,6 +403,45 @@ def _accuracy_gate(sessions: dict[str, Any], data: Any, config: CheckConfig) -> 
         higher_is_better=getattr(task, "higher_is_better", True),
         samples=len(data.val),
     )
+
+
+def fidelity_gate(sessions: dict[str, Any], data: Any, config: CheckConfig, reference: Any = None) -> Gate | None:
+    """The candidate's fidelity to the reference (or the baseline), gated by `min_top1_agreement`.
+
+    Measured when a reference or a threshold is given, or when the data has no labels (then it is
+    the only task figure); None otherwise, so a plain check keeps its gates."""
+    from compress.bench.fidelity import Reference, measure_fidelity, session_runner
+
+    if data is None or data.task not in ("classification", "denoising"):
+        return None
+    if reference is None and config.min_top1_agreement is None and getattr(data, "labelled", True):
+        return None
+    if reference is None:
+        reference = Reference("baseline", "onnx", session_runner(sessions["baseline"]))
+    figures = measure_fidelity(
+        session_runner(sessions["candidate"]), reference, data.val, data.task, batch_size=config.eval_batch_size
+    )
+    return fidelity_figures_gate(figures, config.min_top1_agreement)
+
+
+def fidelity_figures_gate(figures: dict[str, Any] | None, limit: float | None) -> Gate:
+    """A gate from measured fidelity figures (`compress.bench.fidelity.measure_fidelity`)."""
+    if not isinstance(figures, dict) or not any(k in figures for k in ("top1_agreement", "psnr")):
+        return Gate("fidelity", SKIPPED, "n/a: no fidelity figures in the candidate's result", threshold=limit)
+    ref, n = figures.get("reference", "the reference"), figures.get("samples")
+    if "psnr" in figures:
+        text = f"PSNR to {ref}'s outputs {figures['psnr']:.2f} dB on {n} samples"
+        return Gate("fidelity", SKIPPED, text + "; not gated", None, figures["psnr"], None, None, "dB")
+    top1 = float(figures["top1_agreement"])
+    text = (
+        f"top-1 agreement with {ref} {100 * top1:.2f}% (top-5 {100 * float(figures.get('top5_agreement', 0)):.2f}%, "
+        f"KL {float(figures.get('kl_divergence', 0)):.4f}) on {n} samples"
+    )
+    if limit is None:
+        return Gate("fidelity", SKIPPED, text + "; not gated", None, top1, None, None, "agreement")
+    ok = top1 >= limit - 1e-12
+    verdict = f", required >= {100 * limit:.2f}%" if ok else f" is below the required {100 * limit:.2f}%"
+    return Gate("fidelity", PASS if ok else FAIL, text + verdict, None, top1, None, limit, "agreement")
 
 
 def metric_gate(
@@ -544,6 +602,9 @@ def compare_bench_results(
     metrics = {role: r.get("metrics") or (r.get("bench") or {}).get("metrics") or {} for role, r in results.items()}
     primary = next((k for k in ("accuracy", "psnr") if k in metrics["baseline"]), "accuracy")
     gates.append(metric_gate(primary, metrics["baseline"], metrics["candidate"], config.max_accuracy_drop))
+    if config.min_top1_agreement is not None:
+        fid = candidate.get("fidelity") or (candidate.get("bench") or {}).get("fidelity")
+        gates.append(fidelity_figures_gate(fid, config.min_top1_agreement))
     for name, key, limit, unit in (
         ("params", "params", config.max_params_increase, ""),
         ("macs", "macs", config.max_macs_increase, ""),

@@ -121,7 +121,7 @@ def _cell(v, unit: str) -> str:
     if isinstance(v, float):
         if unit == "ms":
             return f"{v:.3f} ms"
-        if unit == "points":
+        if unit in ("points", "agreement"):
             return f"{v * 100:.2f}%"
         return f"{v:,.0f}" if v.is_integer() else f"{v:.4g}"
     if isinstance(v, int):
@@ -144,6 +144,8 @@ def _limit(g) -> str:
         return g.threshold
     if g.unit == "points":
         return f"-{g.threshold} pts"
+    if g.unit == "agreement":
+        return f">= {g.threshold:.2%}"
     if g.unit not in ("points",) and g.name == "accuracy":
         return f"-{g.threshold} {g.unit}"
     return f"+{g.threshold:.0%}"

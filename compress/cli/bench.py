@@ -28,9 +28,16 @@ def bench(
     limit: int | None = opt.Limit,
     json_out: Path | None = typer.Option(None, "--json", help="Write every figure to this JSON file."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --json file."),
+    reference: str | None = typer.Option(
+        None, "--reference", help="Also measure fidelity to this model (.onnx, run directory or PyTorch spec)."
+    ),
+    weights: Path | None = typer.Option(None, "--weights", help="Weights for a --reference architecture spec."),
+    trust_code: bool = opt.TrustCode,
 ) -> None:
     """Measure latency (n, mean, std, CoV, percentiles, throughput) and, with --data, accuracy through
-    the deployed model. Given a run directory, the figures are also recorded in its manifest."""
+    the deployed model; with --reference, its fidelity to that model on the same inputs (top-1/top-5
+    agreement and KL, or PSNR for dense tasks), the metric for data without labels (images:PATH).
+    Given a run directory, the figures are also recorded in its manifest."""
     from compress.bench import BenchConfig, LatencyConfig
     from compress.bench import bench as run_bench
     from compress.cli.common import console
@@ -50,6 +57,17 @@ def bench(
     bundle = None
     if data is not None:
         bundle = load_data(data_config(data, task=task, image_size=image_size, channels=channels, limit=limit))
+    if weights is not None and reference is None:
+        raise CompressError("--weights goes with --reference (the PyTorch model to compare against)")
+    ref = None
+    if reference is not None:
+        from compress.bench.fidelity import load_reference
+
+        if bundle is None:
+            raise CompressError("--reference needs --data: both models run on its validation split")
+        ref = load_reference(
+            reference, bundle, backend=backend, device=device, threads=threads, weights=weights, trust_code=trust_code
+        )
     cfg = BenchConfig(
         backend=backend,
         device=device,
@@ -57,7 +75,7 @@ def bench(
         batch_size=batch_size,
         latency=LatencyConfig(min_iters=min_iters, min_time_s=min_time, warmup_s=warmup),
     )
-    result = run_bench(path, cfg, data=bundle)
+    result = run_bench(path, cfg, data=bundle, reference=ref)
     result.update(
         {
             "model": str(path),
@@ -89,8 +107,13 @@ def record_in_run(run_dir: Path, result: dict) -> None:
     metrics["latency"] = result["latency"]
     metrics["runtime"] = result["runtime"]
     metrics["size_bytes"] = result["bytes"]
+    if result.get("data") and metrics.get("bench_data") not in (None, result["data"]):
+        for k in [k for k in metrics if k.startswith("deployed_") or k == "fidelity"]:
+            del metrics[k]  # figures from other data would sit beside these as if comparable
     for k, v in (result.get("metrics") or {}).items():
         metrics[f"deployed_{k}"] = v
+    if result.get("fidelity"):
+        metrics["fidelity"] = result["fidelity"]
     if result.get("data"):
         metrics["bench_data"] = result["data"]
     atomic_write_json(run_dir / "manifest.json", manifest)

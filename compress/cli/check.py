@@ -49,6 +49,13 @@ def check(
     summary: Path | None = typer.Option(None, "--summary", help="Write a Markdown summary (CI job summary)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write every figure to this JSON file."),
     force: bool = typer.Option(False, "--force", help="Replace existing --junit/--summary/--json files."),
+    reference: str | None = typer.Option(
+        None, "--reference", help="Fidelity reference (.onnx, run directory or PyTorch spec; default: the baseline)."
+    ),
+    min_top1_agreement: str | None = typer.Option(
+        None, "--min-top1-agreement", help="Gate: the candidate's top-1 must match the reference's ('99%' or 0.99)."
+    ),
+    weights: Path | None = typer.Option(None, "--weights", help="Weights for a --reference architecture spec."),
 ) -> None:
     """Gate a candidate model against a baseline: interleaved A/B latency with a confidence interval,
     plus accuracy, params, MACs, size and structure. Exit 0 pass, 1 fail, 3 inconclusive, 2 usage error."""
@@ -78,6 +85,7 @@ def check(
             "threads": threads,
             "batch_size": batch_size,
             "seed": seed,
+            "min_top1_agreement": parse_fraction(min_top1_agreement, "--min-top1-agreement"),
         }
     )
     from compress.cli.common import check_output_file
@@ -87,6 +95,8 @@ def check(
     if saved:
         if baseline_json is None or candidate_json is None:
             raise CompressError("--baseline-json needs --candidate-json (and the other way round)")
+        if reference is not None:
+            raise CompressError("--reference needs --baseline/--candidate models; saved results carry their fidelity")
         result = compare_bench_json(baseline_json, candidate_json, cfg)
     else:
         if baseline is None or candidate is None:
@@ -102,7 +112,16 @@ def check(
             from compress.data import load_data
 
             bundle = load_data(data_config(data, task=task, image_size=image_size, channels=channels, limit=limit))
-        result = run_check(paths[0], paths[1], cfg, data=bundle)
+        ref = None
+        if weights is not None and reference is None:
+            raise CompressError("--weights goes with --reference (the PyTorch model to compare against)")
+        if reference is not None:
+            if bundle is None:
+                raise CompressError("--reference needs --data: both models run on its validation split")
+            from compress.bench.fidelity import load_reference
+
+            ref = load_reference(reference, bundle, backend=backend, device=device, threads=threads, weights=weights)
+        result = run_check(paths[0], paths[1], cfg, data=bundle, reference=ref)
     console().print(_table(result))
     for path in write_outputs(result, json_path=json_out, junit=junit, summary=summary):
         typer.echo(f"wrote {path}", err=True)

@@ -66,6 +66,14 @@ class DataBundle:
     task: str
     config: DataConfig
 
+    @property
+    def labelled(self) -> bool:
+        """False for images without labels (num_classes 0 on a classification task)."""
+        return self.task != "classification" or self.num_classes > 0
+
+
+# the label of a sample without one (`images:`): never a class index, so no metric can count it
+UNLABELLED = -1
 
 # source name -> loader(arg, config) -> (train, val, num_classes) of classification datasets
 DATASETS: Registry[Callable] = Registry("dataset", DataError)
@@ -75,7 +83,7 @@ def load_data(config: DataConfig | str) -> DataBundle:
     """Resolve a data spec into train / val / calibration splits for the configured task."""
     import torch
 
-    from compress.data import photos, sources  # noqa: F401  (registers the sources)
+    from compress.data import images, photos, sources  # noqa: F401  (registers the sources)
     from compress.data.transforms import DenoisingDataset
 
     if isinstance(config, str):

@@ -78,27 +78,36 @@ class _FolderImages(Dataset):
 
 @DATASETS.register("imagefolder")
 def imagefolder(arg: str, config: DataConfig) -> tuple[Dataset, Dataset, int]:
-    """`imagefolder:PATH`: PATH/CLASS/*.jpg|png; or PATH/train/... and PATH/val/... if both exist."""
+    """`imagefolder:PATH`: PATH/CLASS/*.jpg|png; or PATH/train/... and PATH/val/... if both exist.
+
+    Labels are the model's output indices where the folder names say so (`compress.data.images`)."""
     from torchvision.datasets import ImageFolder
 
     root = Path(arg)
     if not arg or not root.is_dir():
         raise DataError(f"imagefolder: directory not found: '{arg}'")
+    from compress.data.images import class_indices
+
+    def labelled(folder: ImageFolder) -> tuple[list[tuple[str, int]], int]:
+        index, n = class_indices(root, folder.classes)  # numeric names or classes.txt/.json: the model's
+        return [(p, index[folder.classes[t]]) for p, t in folder.samples], n
+
     try:
         if (root / "train").is_dir() and (root / "val").is_dir():
             tr, va = ImageFolder(str(root / "train")), ImageFolder(str(root / "val"))
             if tr.classes != va.classes:
                 raise DataError(f"{root}: train and val have different class folders")
-            return _FolderImages(tr.samples, config), _FolderImages(va.samples, config), len(tr.classes)
+            (train, n), (val, _) = labelled(tr), labelled(va)
+            return _FolderImages(train, config), _FolderImages(val, config), n
         folder = ImageFolder(str(root))
     except FileNotFoundError as e:
         raise DataError(f"imagefolder:{arg}: {e}") from None
     train_idx, val_idx = split_indices(len(folder.samples), config.val_fraction, config.seed)
-    samples = folder.samples
+    samples, n = labelled(folder)
     return (
         _FolderImages([samples[i] for i in train_idx], config),
         _FolderImages([samples[i] for i in val_idx], config),
-        len(folder.classes),
+        n,
     )
 
 

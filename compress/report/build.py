@@ -14,6 +14,14 @@ from compress.runs import read_manifest
 
 SCHEMA = "compress.report/1"
 PRIMARY = {"classification": "accuracy", "denoising": "psnr"}
+PERCENT = ("accuracy", "top1_agreement")  # metrics shown as percentages
+# fidelity columns (`compress.bench.fidelity`): (key, header), shown when some variant has the figure
+FIDELITY_COLUMNS = (
+    ("top1_agreement", "top-1 agr."),
+    ("top5_agreement", "top-5 agr."),
+    ("kl_divergence", "KL"),
+    ("psnr", "PSNR to ref"),
+)
 
 
 def collect_variants(paths: list[str | Path]) -> list[dict[str, Any]]:
@@ -41,6 +49,10 @@ def _row(name: str, path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     m = manifest.get("metrics", {})
     task = (manifest.get("config", {}).get("data") or {}).get("task", "classification")
     primary = PRIMARY.get(task, "accuracy")
+    value = m.get(f"deployed_{primary}")
+    fidelity = m.get("fidelity") if isinstance(m.get("fidelity"), dict) else None
+    if value is None and task == "classification" and fidelity and "top1_agreement" in fidelity:
+        primary, value = "top1_agreement", fidelity["top1_agreement"]  # no labels: fidelity is the metric
     lat = m.get("latency") or {}
     steps = manifest.get("steps", [])
     return {
@@ -49,7 +61,8 @@ def _row(name: str, path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         "task": task,
         "steps": [f"{s['technique']}:{s['method']}" for s in steps],
         "metric": primary,
-        "value": m.get(f"deployed_{primary}"),
+        "value": value,
+        "fidelity": fidelity,
         "params": m.get("params"),
         "macs": m.get("macs"),
         "size_bytes": m.get("size_bytes"),
@@ -109,6 +122,9 @@ def build_report(
         "variants": rows,
         "pareto": pareto_front(rows),
     }
+    refs = {r["fidelity"].get("reference") for r in rows if r.get("fidelity") and "skipped" not in r["fidelity"]}
+    if refs:
+        report["fidelity_reference"] = refs.pop() if len(refs) == 1 else "mixed"
     out = Path(out)
     fresh = not out.exists()  # a new folder is built aside and appears whole, or not at all
     stage = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}") if fresh else out
@@ -141,16 +157,34 @@ def pareto_front(rows: list[dict[str, Any]]) -> list[str]:
     return front
 
 
+def fidelity_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The fidelity (key, header) pairs some row has a figure for."""
+    return [(k, h) for k, h in FIDELITY_COLUMNS if any(k in (r.get("fidelity") or {}) for r in rows)]
+
+
+def fmt_fidelity(row: dict[str, Any], key: str) -> str:
+    v = (row.get("fidelity") or {}).get(key)
+    if not isinstance(v, (int, float)):
+        return "—"
+    if key.endswith("_agreement"):
+        return f"{100 * v:.2f}%"
+    return f"{v:.4f}" if key == "kl_divergence" else f"{v:.2f}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     metric = report["metric"]
+    fid = fidelity_columns(report["variants"])
+    ref = report.get("fidelity_reference")
     lines = [
         f"# {report['title']}",
         "",
         f"Baseline: **{report['baseline']}**. Metric and latency measured through the deployed ONNX model "
-        f"({_runtime(report)}). Pareto-optimal variants are marked ★.",
+        f"({_runtime(report)}). Pareto-optimal variants are marked ★."
+        + (f" Fidelity (agreement, KL, PSNR) is to **{ref}**'s outputs on the same inputs." if fid and ref else ""),
         "",
-        f"| variant | steps | {metric} | Δ | p50 ms | p90 ms | p99 ms | speedup | size | params | MACs | bits/w |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| variant | steps | {metric} | Δ | p50 ms | p90 ms | p99 ms | speedup | size | params | MACs | bits/w |"
+        + "".join(f" {h} |" for _, h in fid),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(fid),
     ]
     for r in report["variants"]:
         lat = r["latency"] or {}
@@ -160,6 +194,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"{fmt_delta(r['delta'], metric)} | {_f(lat.get('p50_ms'))} | {_f(lat.get('p90_ms'))} | "
             f"{_f(lat.get('p99_ms'))} | {_x(r['speedup'])} | {fmt_bytes(r['size_bytes'])} | "
             f"{fmt_count(r['params'])} | {fmt_count(r['macs'])} | {_f(r['bits_per_weight'], 1)} |"
+            + "".join(f" {fmt_fidelity(r, k)} |" for k, _ in fid)
         )
     env = report["environment"]
     lines += [
@@ -195,13 +230,13 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def fmt_metric(v: float | None, metric: str) -> str:
     if v is None:
         return "—"
-    return f"{100 * v:.2f}%" if metric == "accuracy" else f"{v:.2f}"
+    return f"{100 * v:.2f}%" if metric in PERCENT else f"{v:.2f}"
 
 
 def fmt_delta(v: float | None, metric: str) -> str:
     if v is None:
         return "—"
-    return f"{100 * v:+.2f} pt" if metric == "accuracy" else f"{v:+.2f}"
+    return f"{100 * v:+.2f} pt" if metric in PERCENT else f"{v:+.2f}"
 
 
 def fmt_bytes(n: float | None) -> str:

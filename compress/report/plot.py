@@ -20,7 +20,7 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> P
 
     pts = [r for r in rows if (r.get("latency") or {}).get("p50_ms") is not None and r.get("value") is not None]
     metric = rows[0]["metric"]
-    scale = 100.0 if metric == "accuracy" else 1.0
+    scale = 100.0 if metric in ("accuracy", "top1_agreement") else 1.0
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
     if pts:
         sizes = [r["size_bytes"] or 1 for r in pts]
@@ -63,7 +63,8 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> P
     else:
         ax.text(0.5, 0.5, "no variant has both latency and metric", ha="center", transform=ax.transAxes)
     ax.set_xlabel("p50 latency (ms, lower is better)")
-    ax.set_ylabel(f"{metric}{' (%)' if metric == 'accuracy' else ' (dB)'} (higher is better)")
+    unit = " (%)" if scale == 100.0 else " (dB)" if metric == "psnr" else ""
+    ax.set_ylabel(f"{metric}{unit} (higher is better)")
     ax.set_title(title or "accuracy vs latency")
     ax.grid(True, alpha=0.3)
     ax.margins(0.25)

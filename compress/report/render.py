@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from compress.report.build import fmt_bytes, fmt_count, fmt_delta, fmt_metric
+from compress.report.build import fidelity_columns, fmt_bytes, fmt_count, fmt_delta, fmt_fidelity, fmt_metric
 
 
 def rich_table(report: dict[str, Any]):
@@ -25,6 +25,11 @@ def rich_table(report: dict[str, Any]):
         ("MACs", "right"),
     ):
         t.add_column(col, justify=justify)
+    fid = fidelity_columns(report["variants"])
+    for _, header in fid:
+        t.add_column(header, justify="right")
+    if fid and report.get("fidelity_reference"):
+        t.caption += f"  fidelity to: {report['fidelity_reference']}"
     for r in report["variants"]:
         lat = r["latency"] or {}
         t.add_row(
@@ -38,6 +43,7 @@ def rich_table(report: dict[str, Any]):
             fmt_bytes(r["size_bytes"]),
             fmt_count(r["params"]),
             fmt_count(r["macs"]),
+            *(fmt_fidelity(r, k) for k, _ in fid),
         )
     return t
 
@@ -67,6 +73,10 @@ def latency_table(result: dict[str, Any], title: str):
         t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
     for k, v in (result.get("metrics") or {}).items():
         t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    fidelity = result.get("fidelity") or {}
+    for k, v in fidelity.items():
+        if k not in ("task", "reference_kind"):
+            t.add_row(f"fidelity {k}", f"{v:.4f}" if isinstance(v, float) else str(v))
     rt = result.get("runtime", {})
     t.caption = (
         f"{rt.get('backend')} {rt.get('version')} · {', '.join(rt.get('providers', []))} · "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from compress.data import UNLABELLED
 from compress.tasks.base import Metric, Task, as_tensor
 
 
@@ -24,6 +25,8 @@ class Accuracy(Metric):
                 f"the model's outputs {list(logits.shape)} do not fit classification labels "
                 f"(up to class {int(y.max()) if len(y) else 0}); wrong model or wrong --task?"
             )
+        known = y != UNLABELLED  # images without labels (`images:`) count towards no figure
+        logits, y = logits[known], y[known]
         k = min(5, logits.shape[1])
         topk = logits.topk(k, dim=1).indices
         self.correct1 += int((topk[:, 0] == y).sum())
@@ -32,7 +35,9 @@ class Accuracy(Metric):
         self.total += len(y)
 
     def compute(self) -> dict[str, float]:
-        n = max(self.total, 1)
+        if self.total == 0:
+            return {"samples": 0}  # nothing labelled: no accuracy, rather than a false 0.0
+        n = self.total
         return {
             "accuracy": self.correct1 / n,
             "top5": self.correct5 / n,
@@ -47,7 +52,9 @@ class Classification(Task):
     higher_is_better = True
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(outputs, targets)
+        # unlabelled samples add nothing (a batch of them gives 0, not NaN); otherwise the plain mean
+        total = F.cross_entropy(outputs, targets, ignore_index=UNLABELLED, reduction="sum")
+        return total / (targets != UNLABELLED).sum().clamp_min(1)
 
     def metric(self) -> Metric:
         return Accuracy()

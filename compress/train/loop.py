@@ -181,6 +181,8 @@ def train(
         description: progress-bar label.
     """
     objective = objective or TaskObjective(data.task)
+    if isinstance(objective, TaskObjective) and not getattr(data, "labelled", True):
+        raise CompressError("the data has no labels (images:); train with labels, or distil from a teacher")
     world, rank = _dist_env()
     device = resolve_device(config.device)
     with _determinism(device.type == "cuda" and config.deterministic):
