@@ -416,9 +416,7 @@ class DependencyGraph:
         """The int (or int list) attribute of the module whose forward made `node` that equals `value`,
         if exactly one does: a literal size that pruning may change (`self.num_heads`, `self.splits`)."""
         stack = node.meta.get("nn_module_stack")
-        if not stack:
-            return None
-        path = list(stack.values())[-1][0]
+        path = list(stack.values())[-1][0] if stack else ""  # no stack: the root module's own forward
         mod = self.modules.get(path)
         if mod is None:
             return None
@@ -433,6 +431,8 @@ class DependencyGraph:
                 continue
             if v == want:
                 hits.append(k)
+        if len(hits) > 1:  # num_heads == head_dim: the head count is the one that may follow
+            hits = [h for h in hits if "heads" in h]
         return (path, hits[0]) if len(hits) == 1 else None
 
     def bind_count(self, ref: tuple[str, str], atoms: Any, mult: int = 1, pos: int | None = None) -> None:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.prune.labels import L, P, Unsupported, channel_labels, tensor_arg
+from compress.prune.labels import L, P, Size, Unsupported, channel_labels, tensor_arg, value_of
 from compress.prune.ops.registry import register_function, register_module, register_resize
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -226,7 +226,20 @@ def layer_norm_module(g, node, m: nn.LayerNorm, args: list, kwargs: dict) -> L:
 def layer_norm_function(g, node, args: list, kwargs: dict) -> L:
     x = tensor_arg(node, g.labels(args[0]))
     normalized = _arg(args, kwargs, 1, "normalized_shape")
-    normalized = [normalized] if isinstance(normalized, int) else list(normalized)
+    normalized = [normalized] if isinstance(normalized, (int, Size)) else list(normalized)
+    weight = _arg(args, kwargs, 2, "weight")
+    if len(normalized) == 1 and not isinstance(normalized[0], Size):  # a literal width must follow too
+        stack = node.meta.get("nn_module_stack") or {}
+        caller = list(stack.values())[-1][0] if stack else ""
+        owner_resized = (
+            isinstance(weight, P) and weight.owner == caller and isinstance(g.modules.get(caller), nn.LayerNorm)
+        )
+        if not owner_resized:
+            ref = g.find_attr(node, tuple(value_of(normalized)))
+            if ref is None:
+                g.atoms.fix(x.arr, f"{node.name}: layer_norm over a literal width")
+            else:
+                g.bind_count(ref, g.index_atoms(x, -1, f"{node.name}: mixed channels"), pos=0)
     return layer_norm(g, node, x, normalized, _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias"))
 
 

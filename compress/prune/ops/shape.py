@@ -117,6 +117,8 @@ def _dynamic_axes(g, node, x: L, entries: list | None, gout: list[int]) -> tuple
             return [0], (whole[0], whole[1], gout[0])
     if not found:
         return dynamic, None
+    if len(found) > 1:  # equal values: not the innermost axis (the head width), else the later one
+        found = [f for f in found if f[1] != len(gout) - 1] or found
     best = max(found, key=lambda t: (t[0], t[1]))
     return [best[1]], best[2]
 
