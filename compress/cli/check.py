@@ -88,6 +88,20 @@ def check(
             "min_top1_agreement": parse_fraction(min_top1_agreement, "--min-top1-agreement"),
         }
     )
+    import dataclasses
+
+    off = {  # 'off' is None, which config_from_options reads as "use the default": set it after
+        k: None
+        for k, text in (
+            ("max_slowdown", max_slowdown),
+            ("max_accuracy_drop", max_accuracy_drop),
+            ("max_params_increase", max_params_increase),
+            ("max_macs_increase", max_macs_increase),
+            ("max_size_increase", max_size_increase),
+        )
+        if text.strip().lower() in ("off", "none", "-")
+    }
+    cfg = dataclasses.replace(cfg, **off)
     from compress.cli.common import check_output_file
 
     for out in (junit, summary, json_out):

@@ -121,6 +121,7 @@ def test_check_gates_top1_agreement(setup, tmp_path):
     gates = {g["name"]: g for g in json.loads((tmp_path / "same.json").read_text())["gates"]}
     assert gates["fidelity"]["status"] == "pass" and gates["fidelity"]["candidate"] == 1.0
     assert gates["accuracy"]["status"] == "skipped" and "no labels" in gates["accuracy"]["message"]
+    assert gates["latency"]["status"] == "skipped"  # --max-slowdown off
     other = _invoke("check", "-a", setup["a"], "-b", setup["b"], *data, "--min-top1-agreement", "1.0",
                     "--json", tmp_path / "other.json", *FAST_CHECK)  # fmt: skip
     gates = {g["name"]: g for g in json.loads((tmp_path / "other.json").read_text())["gates"]}
