@@ -146,3 +146,19 @@ def file_size(path: Path) -> int:
 def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
+
+
+def runtime_metrics(onnx_path: Path, input_shape: tuple[int, ...], threads: int = 0) -> dict[str, Any]:
+    """What ONNX Runtime CPU really runs for `onnx_path`: "int8_ops" ("49/49") and the compact report."""
+    from compress.backends.onnxruntime import runtime_report
+
+    report = runtime_report(onnx_path, input_shape=(1, *input_shape), threads=threads)
+    compact = {k: v for k, v in report.items() if k not in ("node_times_us", "ops", "path")}
+    compact["time_share"] = dict(list(report["time_share"].items())[:12])
+    return {"int8_ops": f"{report['integer_compute_ops']}/{report['compute_ops']}", "runtime": compact}
+
+
+SIZE_FORMAT_NOTE = (
+    "a size format: weights are stored as low-bit integers and expanded to float on every call, so ONNX "
+    "Runtime runs float kernels (int8 ops {int8_ops}); use --method int8 for integer kernels"
+)

@@ -30,7 +30,15 @@ from compress.errors import RecipeError
 from compress.methods import Context, Result, register_method
 from compress.models.layers import register_layer
 from compress.models.model import Model
-from compress.quantize._common import ConvGeometry, file_size, ort_metrics, quantizable_layers, workdir
+from compress.quantize._common import (
+    SIZE_FORMAT_NOTE,
+    ConvGeometry,
+    file_size,
+    ort_metrics,
+    quantizable_layers,
+    runtime_metrics,
+    workdir,
+)
 
 
 @dataclass
@@ -371,4 +379,6 @@ def bitwise(model: Model, config: BitwiseConfig, ctx: Context) -> Result:
         "onnx_max_abs_diff": parity["max_abs_diff"],
         "layers": len(names),
     }
+    metrics.update(runtime_metrics(onnx_path, out.input_shape))
+    metrics["deploy_note"] = SIZE_FORMAT_NOTE.format(int8_ops=metrics["int8_ops"])
     return Result(model=out, onnx=onnx_path, metrics=metrics)  # the pipeline saves `out` as model.pt

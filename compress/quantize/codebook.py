@@ -41,11 +41,13 @@ from compress.methods import Context, Result, register_method
 from compress.models.layers import register_layer
 from compress.models.model import Model
 from compress.quantize._common import (
+    SIZE_FORMAT_NOTE,
     ConvGeometry,
     calibration_batches,
     file_size,
     ort_metrics,
     quantizable_layers,
+    runtime_metrics,
     workdir,
 )
 
@@ -449,6 +451,8 @@ def _finish(out: Model, stats: dict[str, Any], ctx: Context, name: str, params: 
         "onnx_bytes": file_size(onnx_path),
         "onnx_max_abs_diff": parity["max_abs_diff"],
     }
+    metrics.update(runtime_metrics(onnx_path, out.input_shape))
+    metrics["deploy_note"] = SIZE_FORMAT_NOTE.format(int8_ops=metrics["int8_ops"])
     mse = [s["mse"] for s in stats["layers"].values() if "mse" in s]
     if mse:
         metrics["mean_layer_mse"] = sum(mse) / len(mse)

@@ -184,7 +184,7 @@ def int8(model: Model, config: Int8Config, ctx: Context) -> Result:
     }
     if runtime:
         result_metrics["int8_ops"] = f"{runtime['integer_compute_ops']}/{runtime['compute_ops']}"
-        result_metrics["runtime"] = _compact(runtime)
+        result_metrics["runtime"] = {k: v for k, v in runtime.items() if k not in ("node_times_us", "ops", "path")}
     if speed is not None:
         result_metrics.update(
             {"speedup": speed["speedup"], "speedup_ci": speed["speedup_ci"], "speed_verdict": speed["verdict"]}
@@ -244,13 +244,6 @@ def _summary(target: str, runtime: dict[str, Any], speed: dict[str, Any] | None)
         "on onnxruntime CPU"
     )
     return f"{text}; {describe(speed)}" if speed is not None else text
-
-
-def _compact(runtime: dict[str, Any]) -> dict[str, Any]:
-    """The runtime report without per-node times, for the manifest."""
-    keep = {k: v for k, v in runtime.items() if k not in ("node_times_us", "ops", "path")}
-    keep["time_share"] = dict(list(runtime["time_share"].items())[:12])
-    return keep
 
 
 def _match(names: list[str], patterns: list[str]) -> list[str]:

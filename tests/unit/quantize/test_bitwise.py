@@ -46,6 +46,8 @@ def test_onnx_weights_dequantize_bit_exactly(result):
         assert np.array_equal(deq, w)
     assert check_qdq(result.onnx, "onnxruntime")["weights"]["per_channel"] == len(torch_w)
     assert result.metrics["onnx_max_abs_diff"] < 1e-4
+    # the report says what ORT runs: float kernels behind a weight-only DequantizeLinear (a size format)
+    assert result.metrics["int8_ops"].startswith("0/") and "size format" in result.metrics["deploy_note"]
 
 
 def test_sparsity_counts_exact_zeros():
