@@ -631,6 +631,8 @@ class DependencyGraph:
         return {
             "groups": groups,
             "prunable_groups": sum(1 for g in self.groups if g.prunable),
+            "channels_total": int(self.class_size.sum()),
+            "channels_prunable": int(self.class_size[~self.class_fixed].sum()),
             "total_groups": len(self.groups),
             "opaque_modules": list(self.opaque),
             "notes": list(self.notes),
