@@ -28,16 +28,51 @@ def load_input(
     trust_code: bool = False,
     num_classes: int | None = None,
     input_shape: tuple[int, ...] | None = None,
+    weights: str | Path | None = None,
+    weights_map: str = "names",
+    preprocessing: dict | None = None,
 ):
-    """Load a model spec, building fresh architectures to fit the data."""
-    from compress.models.sources import load_model
+    """Load a model spec, building fresh architectures to fit the data.
+
+    With pretrained `weights`, the file decides the number of classes, not the data."""
+    model = _load_input(
+        spec,
+        data,
+        kwargs=kwargs,
+        trust_code=trust_code,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        weights=weights,
+        weights_map=weights_map,
+        preprocessing=preprocessing,
+    )
+    if preprocessing and not _is_architecture(spec):
+        from compress.models.preprocess import resolve_preprocessing
+
+        model.preprocessing = resolve_preprocessing(model.preprocessing, preprocessing)
+    return model
+
+
+def _is_architecture(spec: str) -> bool:
+    from compress.models.sources import find_source
+
+    source, sep, _ = spec.partition(":")
+    return bool(sep) and not Path(spec).exists() and find_source(source)
+
+
+def _load_input(spec, data, *, kwargs, trust_code, num_classes, input_shape, weights, weights_map, preprocessing):
+    from functools import partial
+
+    from compress.models.sources import load_model as _load
+
+    load_model = partial(_load, weights=weights, weights_map=weights_map, preprocessing=preprocessing)
 
     if num_classes is not None and num_classes < 1:
         raise DataError(f"--num-classes must be at least 1, got {num_classes}")
     if data is not None:
         if num_classes is not None and data.task == "classification" and num_classes < data.num_classes:
             raise DataError(f"--num-classes {num_classes} is fewer than the {data.num_classes} classes in the data")
-        nc = num_classes if num_classes is not None else (data.num_classes or None)
+        nc = num_classes if num_classes is not None else (None if weights else (data.num_classes or None))
         model = load_model(
             spec,
             num_classes=nc,
@@ -195,9 +230,22 @@ def _run_recipe(recipe, out, *, force, resume, trust_code, recipe_path) -> Path:
         if step.model in outputs:
             model = outputs[step.model].copy()
         else:
-            model = load_input(step.model, data, kwargs=step.model_kwargs, trust_code=trust_code)
+            model = load_input(
+                step.model,
+                data,
+                kwargs=step.model_kwargs,
+                trust_code=trust_code,
+                weights=step.weights,
+                weights_map=step.weights_map,
+                preprocessing=step.preprocessing or None,
+            )
         vrun.add_input("model", step.model)
         teacher = resolve(step.teacher, data) if step.teacher else None
+        if teacher is not None and not model.preprocessing:
+            model.preprocessing = dict(teacher.preprocessing)  # the student learns on the teacher's inputs
+        from compress.data import prepare_for_model
+
+        data = prepare_for_model(data, model.preprocessing)
         if step.teacher:
             vrun.add_input("teacher", step.teacher)
         config = recipe.step_configs.get(step.name)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from compress.bench import BenchConfig
 from compress.config import from_dict, to_dict
@@ -51,6 +51,9 @@ class StepConfig:
         params: the method's config (see `compress methods`).
         data: this step's data, if not the recipe's.
         variant: export, bench and report this step's output.
+        weights: pretrained weights for a fresh architecture `model` (a path or dist:PACKAGE/PATH).
+        weights_map: how the file's tensors find the model's: names, or order.
+        preprocessing: overrides of the model's preprocessing (mean, std, crop_pct, resize, ...).
     """
 
     name: str
@@ -62,6 +65,9 @@ class StepConfig:
     params: dict[str, Any] = field(default_factory=dict)
     data: DataConfig | None = None
     variant: bool = True
+    weights: str | None = None
+    weights_map: Literal["names", "order"] = "names"
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

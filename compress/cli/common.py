@@ -110,7 +110,7 @@ def write_traceback(e: BaseException) -> str | None:
         return None
 
 
-def _one_line(text: str, limit: int = 300) -> str:
+def _one_line(text: str, limit: int = 400) -> str:
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
@@ -218,3 +218,22 @@ def check_output_dir(out: Path, inputs: tuple[Any, ...] = (), *, inside_ok: bool
             raise CompressError(f"--out {out} would replace the input {i}; choose another directory")
         if not inside_ok and src.is_dir() and src in target.parents:
             raise CompressError(f"--out {out} is inside the input {i}; choose a directory outside it")
+
+
+def preprocess_overrides(
+    mean: str | None = None, std: str | None = None, crop_pct: float | None = None, resize: str | None = None
+) -> dict[str, Any]:
+    """The preprocessing fields a user gave on the command line (see compress.models.preprocess)."""
+    out: dict[str, Any] = {}
+    for key, text in (("mean", mean), ("std", std)):
+        if text is None:
+            continue
+        try:
+            out[key] = [float(v) for v in text.replace(" ", "").split(",")]
+        except ValueError:
+            raise CompressError(f"--{key}: expected numbers separated by commas, got '{text[:40]}'") from None
+    if crop_pct is not None:
+        out["crop_pct"] = crop_pct
+    if resize is not None:
+        out["resize"] = resize
+    return out

@@ -19,6 +19,7 @@ _LAYERS = "Layers for both nets: auto or comma-separated names."
 
 
 @handle_errors
+@opt.with_model_loading
 def distill(
     teacher: str = typer.Option(..., "--teacher", "-t", help="Teacher: run dir, checkpoint or model spec."),
     student: str = typer.Option(..., "--student", "-s", help=_STUDENT),
@@ -42,6 +43,7 @@ def distill(
     force: bool = opt.Force,
     resume: bool = opt.Resume,
     trust_code: bool = opt.TrustCode,
+    loading: opt.ModelLoading = None,
 ) -> None:
     """Distill TEACHER into STUDENT with METHOD and save the student as DIR/model.pt with a manifest."""
     from compress.cli.runs import execute, load_yaml_params, set_given
@@ -79,6 +81,7 @@ def distill(
         force=force,
         resume=resume,
         trust_code=trust_code,
+        loading=loading,
         model_kwargs={"width": width} if width is not None else None,
         export=False,
         summary_keys=("accuracy", "psnr"),

@@ -12,6 +12,7 @@ from compress.errors import CompressError
 
 
 @handle_errors
+@opt.with_model_loading
 def export(
     model: str = typer.Argument(..., help="Checkpoint, run directory or model spec."),
     out: Path = typer.Option(..., "--out", "-o", help="The .onnx file to write."),
@@ -19,10 +20,14 @@ def export(
     exporter: str = typer.Option("auto", "--exporter", help="auto, dynamo or torchscript."),
     static_batch: bool = typer.Option(False, "--static-batch", help="Fix the batch axis instead of a dynamic one."),
     atol: float = typer.Option(1e-3, "--atol", help="Parity tolerance (absolute)."),
+    bake_preprocessing: bool = typer.Option(
+        False, "--bake-preprocessing", help="Put the model's mean/std into the graph: deployed inputs are [0, 1]."
+    ),
     input_shape: str | None = opt.InputShape,
     num_classes: int | None = opt.NumClasses,
     force: bool = opt.Force,
     trust_code: bool = opt.TrustCode,
+    loading: opt.ModelLoading = None,
 ) -> None:
     """Export to ONNX with a dynamic batch axis; onnx.checker and an ORT-vs-torch parity check must pass.
 
@@ -32,7 +37,8 @@ def export(
     from compress.config import from_dict
     from compress.export.onnx import ExportConfig, export_onnx
     from compress.io import atomic_write_json, sha256_file
-    from compress.models.sources import load_model, resolve_model_path
+    from compress.models.sources import resolve_model_path
+    from compress.pipeline import load_input
     from compress.runs import read_manifest
 
     if out.suffix != ".onnx":
@@ -42,10 +48,22 @@ def export(
         raise CompressError(f"--out {out} is the input model; choose another path")
     if out.exists() and not force:
         raise CompressError(f"{out} exists; pass --force to replace it")
-    net = load_model(model, num_classes=num_classes, input_shape=parse_shape(input_shape), trust_code=trust_code)
+    net = load_input(
+        model,
+        num_classes=num_classes,
+        input_shape=parse_shape(input_shape),
+        trust_code=trust_code,
+        **loading.kwargs(),
+    )
     cfg = from_dict(
         ExportConfig,
-        {"opset": opset, "exporter": exporter, "dynamic_batch": not static_batch, "atol": atol},
+        {
+            "opset": opset,
+            "exporter": exporter,
+            "dynamic_batch": not static_batch,
+            "atol": atol,
+            "bake_preprocessing": bake_preprocessing,
+        },
         where="export options",
     )
     report = export_onnx(net, out, cfg)

@@ -12,6 +12,7 @@ from compress.cli.common import handle_errors, parse_shape
 
 
 @handle_errors
+@opt.with_model_loading
 def info(
     model: str = typer.Argument(..., help="Model spec, checkpoint, run directory or .onnx file."),
     input_shape: str | None = opt.InputShape,
@@ -29,6 +30,7 @@ def info(
         help="ONNX: what this runtime really runs (onnxruntime: integer vs float kernels, time share).",
     ),
     trust_code: bool = opt.TrustCode,
+    loading: opt.ModelLoading = None,
 ) -> None:
     """Describe a model: params, MACs, size on disk, layers (or ONNX ops and initializers)."""
     from rich.table import Table
@@ -68,9 +70,16 @@ def info(
         return
 
     from compress.analysis import layer_table, model_summary
-    from compress.models.sources import load_model
+    from compress.models.preprocess import describe_preprocessing
+    from compress.pipeline import load_input
 
-    net = load_model(model, num_classes=num_classes, input_shape=parse_shape(input_shape), trust_code=trust_code)
+    net = load_input(
+        model,
+        num_classes=num_classes,
+        input_shape=parse_shape(input_shape),
+        trust_code=trust_code,
+        **loading.kwargs(),
+    )
     shape = parse_shape(input_shape) or net.input_shape
     summary = model_summary(net.module, shape)
     summary.update(
@@ -79,6 +88,7 @@ def info(
             "source": net.arch,
             "task": net.task,
             "history": [f"{s['technique']}:{s['method']}" for s in net.history],
+            "preprocessing": net.preprocessing,
         }
     )
     path = Path(model)
@@ -108,6 +118,7 @@ def info(
         t.add_row("file size", fmt_bytes(summary["file_bytes"]))
     if summary["history"]:
         t.add_row("history", " → ".join(summary["history"]))
+    t.add_row("preprocessing", describe_preprocessing(net.preprocessing))
     out.print(t)
     if rows:
         lt = Table(title="layers")

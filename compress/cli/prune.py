@@ -14,6 +14,7 @@ _METHOD = "channel (importance ranking), continuous (learned gates) or search (p
 
 
 @handle_errors
+@opt.with_model_loading
 def prune(
     model: str = typer.Option(..., "--model", "-m", help=_MODEL),
     method: str = typer.Option("channel", "--method", help=_METHOD),
@@ -51,6 +52,7 @@ def prune(
     force: bool = opt.Force,
     resume: bool = opt.Resume,
     trust_code: bool = opt.TrustCode,
+    loading: opt.ModelLoading = None,
 ) -> None:
     """Prune MODEL with METHOD; saves DIR/model.pt (architecture + state_dict), DIR/model.onnx and the report."""
     from compress.cli.runs import execute, load_yaml_params
@@ -111,6 +113,7 @@ def prune(
         force=force,
         resume=resume,
         trust_code=trust_code,
+        loading=loading,
         num_classes=num_classes,
         input_shape=parse_shape(input_shape),
         export=export,

@@ -11,6 +11,7 @@ from compress.cli.common import data_config, handle_errors
 
 
 @handle_errors
+@opt.with_model_loading
 def quantize(
     model: str = typer.Option(
         ..., "--model", "-m", help="Model spec: checkpoint, run dir, builtin:NAME, torchvision:NAME."
@@ -56,6 +57,7 @@ def quantize(
     force: bool = opt.Force,
     resume: bool = opt.Resume,
     trust_code: bool = opt.TrustCode,
+    loading: opt.ModelLoading = None,
 ) -> None:
     """Quantize a model; writes DIR/model.onnx (Q/DQ or codebook graph), the checkpoint and the figures."""
     from compress.cli.runs import execute, load_yaml_params
@@ -130,6 +132,7 @@ def quantize(
         force=force,
         resume=resume,
         trust_code=trust_code,
+        loading=loading,
         export=False,
         summary_keys=(
             "accuracy",

@@ -56,6 +56,7 @@ def execute(
     export: bool = True,
     summary_keys: tuple[str, ...] = (),
     model_role: str = "model",
+    loading: Any = None,
 ) -> Path | None:
     """What `train`, `prune`, `quantize` and `distill` share: load inputs, run the technique into a run
     directory, save (and export) the result, commit, print a one-line summary.
@@ -75,10 +76,21 @@ def execute(
         from compress.data import load_data
 
         bundle = load_data(data_cfg)
+    from compress.cli.options import ModelLoading
+
+    loading = loading or ModelLoading()
+    weights = loading.weights
     net = load_input(
-        model, bundle, kwargs=model_kwargs, trust_code=trust_code, num_classes=num_classes, input_shape=input_shape
-    )
+        model, bundle, kwargs=model_kwargs, trust_code=trust_code, num_classes=num_classes, input_shape=input_shape,
+        **loading.kwargs(),
+    )  # fmt: skip
     teacher_model = load_input(teacher, bundle, trust_code=trust_code) if teacher else None
+    if teacher_model is not None and not net.preprocessing:
+        net.preprocessing = dict(teacher_model.preprocessing)  # the student learns on the teacher's inputs
+    if bundle is not None:
+        from compress.data import prepare_for_model
+
+        bundle = prepare_for_model(bundle, net.preprocessing)
     from compress.cli.common import check_output_dir
 
     check_output_dir(out, (model, teacher))
@@ -87,13 +99,18 @@ def execute(
     if rank == 0:
         run = RunDir(out, technique, force=force, resume=resume)
         run.add_input(model_role, model, model if Path(model).is_file() else None)
+        if weights is not None:
+            from compress.models.weights import resolve_weights
+
+            run.add_input("weights", str(weights), resolve_weights(weights))
         if teacher:
             run.add_input("teacher", teacher, teacher if Path(teacher).is_file() else None)
         run.set_config(
             {
                 "method": method,
                 "params": to_dict(method_config),
-                "data": to_dict(data_cfg) if data_cfg is not None else None,
+                "data": to_dict(bundle.config) if bundle is not None else None,
+                "preprocessing": net.preprocessing,
             }
         )
     if world > 1:

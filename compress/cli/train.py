@@ -11,6 +11,7 @@ from compress.cli.common import data_config, handle_errors
 
 
 @handle_errors
+@opt.with_model_loading
 def train(
     model: str = typer.Option(
         ..., "--model", "-m", help="Model spec: torchvision:NAME, builtin:NAME, checkpoint or run dir."
@@ -32,6 +33,7 @@ def train(
     force: bool = opt.Force,
     resume: bool = opt.Resume,
     trust_code: bool = opt.TrustCode,
+    loading: opt.ModelLoading = None,
 ) -> None:
     """Train a model (or fine-tune a checkpoint) and save it as DIR/model.pt with a manifest."""
     from compress.cli.runs import execute, load_yaml_params, set_given
@@ -52,6 +54,7 @@ def train(
         force=force,
         resume=resume,
         trust_code=trust_code,
+        loading=loading,
         num_classes=num_classes,
         model_kwargs={"width": width} if width is not None else None,
         export=False,  # `compress export` makes the ONNX file (with its parity check) on demand

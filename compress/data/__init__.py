@@ -40,6 +40,9 @@ class DataConfig:
     noise_sigma: float = 0.2
     limit: int | None = None
     seed: int = 0
+    resize: Literal["squash", "shorter"] | None = None
+    crop_pct: float | None = None
+    interpolation: Literal["nearest", "bilinear", "bicubic"] | None = None
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -52,6 +55,8 @@ class DataConfig:
             raise ValueError(f"calib_size must be at least 1, got {self.calib_size}")
         if self.image_size < 4:
             raise ValueError(f"image_size must be at least 4, got {self.image_size}")
+        if self.crop_pct is not None and not 0.0 < self.crop_pct <= 1.0:
+            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
 
 
 @dataclass
@@ -65,6 +70,7 @@ class DataBundle:
     num_classes: int
     task: str
     config: DataConfig
+    normalized: bool = False  # splits already pass through a model's mean/std
 
     @property
     def labelled(self) -> bool:
@@ -77,6 +83,51 @@ UNLABELLED = -1
 
 # source name -> loader(arg, config) -> (train, val, num_classes) of classification datasets
 DATASETS: Registry[Callable] = Registry("dataset", DataError)
+
+
+def fit_to_model(config: DataConfig, preprocessing: dict) -> DataConfig:
+    """`config` with the resize policy the model's preprocessing names, where the user set none."""
+    import dataclasses
+
+    changes = {}
+    for key in ("resize", "crop_pct", "interpolation"):
+        if getattr(config, key) is None and preprocessing.get(key) is not None:
+            changes[key] = preprocessing[key]
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def with_preprocessing(bundle: DataBundle, preprocessing: dict) -> DataBundle:
+    """The bundle with every split normalised as the model expects (mean/std), for classifiers.
+
+    Dense tasks keep [0, 1] images: their targets are images in the same space."""
+    from compress.models.preprocess import normalizer
+
+    norm = normalizer(preprocessing)
+    if norm is None or bundle.task != "classification" or bundle.normalized:
+        return bundle
+    from compress.data.transforms import Normalized
+
+    out = DataBundle(
+        Normalized(bundle.train, norm),
+        Normalized(bundle.val, norm),
+        Normalized(bundle.calib, norm),
+        bundle.input_shape,
+        bundle.num_classes,
+        bundle.task,
+        bundle.config,
+        normalized=True,
+    )
+    return out
+
+
+def prepare_for_model(bundle: DataBundle, preprocessing: dict) -> DataBundle:
+    """The data as a model expects it: resized by its policy (where the user set none), normalised."""
+    if not preprocessing or bundle.normalized:
+        return bundle
+    fitted = fit_to_model(bundle.config, preprocessing)
+    if fitted is not bundle.config:
+        bundle = load_data(fitted)
+    return with_preprocessing(bundle, preprocessing)
 
 
 def load_data(config: DataConfig | str) -> DataBundle:

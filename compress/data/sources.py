@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from compress.data import DATASETS, DataConfig
-from compress.data.transforms import split_indices, to_shape
+from compress.data.transforms import fit_image, split_indices, to_shape
 from compress.errors import DataError
 
 
@@ -58,6 +58,7 @@ class _FolderImages(Dataset):
         self.samples = samples
         self.size = config.image_size
         self.channels = config.channels
+        self.policy = (config.resize, config.crop_pct, config.interpolation)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -73,6 +74,7 @@ class _FolderImages(Dataset):
                 x = pil_to_tensor(img).float().unsqueeze(0) / 255.0
         except (OSError, UnidentifiedImageError) as e:
             raise DataError(f"unreadable image {path}: {e}") from None
+        x = fit_image(x, self.size, *self.policy)
         return to_shape(x, self.size, self.channels)[0], label
 
 

@@ -18,6 +18,42 @@ def to_shape(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
     return images.clamp(0.0, 1.0).contiguous()
 
 
+def fit_image(
+    image: torch.Tensor, size: int, resize: str | None, crop_pct: float | None, interpolation: str | None
+) -> torch.Tensor:
+    """One [1, C, H, W] image in [0, 1] to size x size: squashed, or (ImageNet evaluation) its shorter
+    side scaled to size / crop_pct and the centre size x size taken, so the aspect ratio is kept."""
+    mode = interpolation or "bilinear"
+    if resize != "shorter":
+        if image.shape[-2:] != (size, size):
+            kw = {"align_corners": False, "antialias": True} if mode != "nearest" else {}
+            image = F.interpolate(image, size=(size, size), mode=mode, **kw)
+        return image.clamp(0.0, 1.0)
+    h, w = image.shape[-2:]
+    short = int(round(size / (crop_pct or 1.0)))
+    scale = short / min(h, w)
+    new = (max(size, int(round(h * scale))), max(size, int(round(w * scale))))
+    kw = {"align_corners": False, "antialias": True} if mode != "nearest" else {}
+    image = F.interpolate(image, size=new, mode=mode, **kw)
+    top, left = (new[0] - size) // 2, (new[1] - size) // 2
+    return image[..., top : top + size, left : left + size].clamp(0.0, 1.0)
+
+
+class Normalized(Dataset):
+    """A dataset whose images pass through `norm` (the model's mean/std) on the way out."""
+
+    def __init__(self, base: Dataset, norm) -> None:
+        self.base = base
+        self.norm = norm
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        x, *rest = self.base[i]
+        return (self.norm(x.unsqueeze(0))[0], *rest)
+
+
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A deterministic shuffled (train, val) split of range(n)."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ class ExportConfig:
         parity_batch: batch size of the parity check inputs.
         atol, rtol: allowed |onnx - torch| <= atol + rtol * max|torch|.
         min_top1_agreement: for classifiers, the share of inputs whose arg-max must agree.
+        bake_preprocessing: put the model's mean/std normalisation inside the graph, so the deployed
+            model takes plain [0, 1] images. Either way the file's metadata (`compress.preprocessing`)
+            says what its inputs need, and `bench`/`check` prepare data by it.
     """
 
     opset: int = 18
@@ -45,6 +49,7 @@ class ExportConfig:
     atol: float = 1e-3
     rtol: float = 1e-3
     min_top1_agreement: float = 0.99
+    bake_preprocessing: bool = False
 
     def __post_init__(self) -> None:
         if not 7 <= self.opset <= 23:
@@ -64,6 +69,10 @@ def export_onnx(model: Model, path: str | Path, config: ExportConfig | None = No
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.onnx")
     module = model.module.eval()
+    prep = dict(model.preprocessing)
+    if config.bake_preprocessing and prep.get("mean"):
+        module = _normalized(module, prep["mean"], prep["std"])
+        prep["baked"] = True
     example = torch.rand(2, *model.input_shape, generator=torch.Generator().manual_seed(0))
     errors: list[str] = []
     used = None
@@ -85,6 +94,8 @@ def export_onnx(model: Model, path: str | Path, config: ExportConfig | None = No
         if used is None:
             raise ModelError(f"ONNX export of {model.name} failed ({'; '.join(errors)})")
         _check(tmp)
+        if prep:
+            _set_metadata(tmp, PREPROCESSING_KEY, json.dumps(prep))
         parity = check_parity(module, tmp, model.input_shape, config, task=model.task)
         if not parity["ok"]:
             raise BackendError(
@@ -109,6 +120,56 @@ def export_onnx(model: Model, path: str | Path, config: ExportConfig | None = No
         "bytes": path.stat().st_size,
         "fallback_reason": errors[0] if errors else None,
     }
+
+
+PREPROCESSING_KEY = "compress.preprocessing"
+
+
+def _normalized(net, mean, std):
+    """`net` behind (x - mean) / std, for `bake_preprocessing`."""
+    import torch
+
+    class Normalize(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+        def forward(self, x):
+            return self.net((x - self.mean) / self.std)
+
+    return Normalize().eval()
+
+
+def _set_metadata(path: Path, key: str, value: str) -> None:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    kept = [p for p in proto.metadata_props if p.key != key]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
+def read_preprocessing(path: str | Path) -> dict[str, Any]:
+    """What an exported file's inputs need (mean/std not yet applied unless `baked`); {} if nothing."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not our business here: the backend reports unreadable files
+        return {}
+    for p in proto.metadata_props:
+        if p.key == PREPROCESSING_KEY:
+            try:
+                value = json.loads(p.value)
+            except json.JSONDecodeError:
+                return {}
+            return value if isinstance(value, dict) else {}
+    return {}
 
 
 def _export(module, example, path: Path, exporter: str, config: ExportConfig) -> None:

@@ -59,3 +59,20 @@ def normalizer(prep: dict[str, Any]):
         return (x - mean.to(x.dtype)) / std.to(x.dtype)
 
     return apply
+
+
+def describe_preprocessing(prep: dict[str, Any]) -> str:
+    """One line for `info`: 'mean [..] std [..]; shorter side 256 -> centre 224 (bicubic)'."""
+    if not prep:
+        return "none (plain [0, 1] images)"
+    parts = []
+    if prep.get("mean"):
+        parts.append(f"mean {[round(v, 3) for v in prep['mean']]} std {[round(v, 3) for v in prep['std']]}")
+    size = (prep.get("input_size") or [None, None, None])[-1]
+    if prep.get("resize") == "shorter" and size:
+        parts.append(f"shorter side {round(size / prep.get('crop_pct', 1.0))} -> centre {size}")
+    elif size:
+        parts.append(f"resize to {size}x{size}")
+    if prep.get("interpolation"):
+        parts.append(str(prep["interpolation"]))
+    return "; ".join(parts)

