@@ -145,7 +145,7 @@ def parse_recipe(raw: Any, *, where: str = "recipe") -> Recipe:
             raise RecipeError(f"{at}: {e}") from None
         step.method = method_name
         params = dict(step.params)
-        if step.technique == "train" or "seed" in {f.name for f in dataclasses.fields(method.config)}:
+        if "seed" in {f.name for f in dataclasses.fields(method.config)}:
             params.setdefault("seed", recipe.seed)
         recipe.step_configs[step.name] = from_dict(method.config, params, where=f"{at}.params")
         for key in ("model", "teacher"):

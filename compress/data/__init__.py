@@ -134,7 +134,7 @@ def load_data(config: DataConfig | str) -> DataBundle:
     """Resolve a data spec into train / val / calibration splits for the configured task."""
     import torch
 
-    from compress.data import images, photos, sources  # noqa: F401  (registers the sources)
+    from compress.data import crops, images, photos, sources  # noqa: F401  (registers the sources)
     from compress.data.transforms import DenoisingDataset
 
     if isinstance(config, str):
