@@ -42,14 +42,14 @@ def main() -> None:
 
     import torch
     import yaml
-
     from _common import write_result
+    from quantize_int8 import agreement, ort_static, time_interleaved
+
     from compress.data import load_data, prepare_for_model
     from compress.models.sources import load_model
     from compress.pipeline import run_recipe
     from compress.recipe import parse_recipe
     from compress.runs import artifact_path, read_manifest
-    from quantize_int8 import agreement, ort_static, time_interleaved
 
     raw = yaml.safe_load(RECIPE.read_text())
     if args.crops:
