@@ -78,8 +78,8 @@ def contrast(anchor: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, neg: t
 
     anchor: [B, D] (normalised), bank: [N, D], idx: [B], neg: [B, K].
     """
-    keys = bank[torch.cat([idx[:, None], neg], dim=1)]  # [B, 1 + K, D]
-    logits = torch.einsum("bkd,bd->bk", keys, anchor.float()) / t
+    sims = anchor.float() @ bank.T  # [B, N]: cheaper than gathering [B, 1 + K, D] keys
+    logits = sims.gather(1, torch.cat([idx[:, None], neg], dim=1)) / t
     return F.cross_entropy(logits, torch.zeros(len(anchor), dtype=torch.long, device=anchor.device))
 
 
@@ -120,9 +120,12 @@ class CRDObjective(DistillObjective):
 
     @torch.no_grad()
     def _update(self, idx: torch.Tensor, vs: torch.Tensor, vt: torch.Tensor) -> None:
+        # out of place: this step's loss still needs the old banks for its backward pass
         m = self.config.momentum
-        for bank, v in ((self.memory_s, vs), (self.memory_t, vt)):
-            bank[idx] = F.normalize(m * bank[idx] + (1 - m) * v.to(bank.dtype), dim=1)
+        new_s = F.normalize(m * self.memory_s[idx] + (1 - m) * vs.to(self.memory_s.dtype), dim=1)
+        new_t = F.normalize(m * self.memory_t[idx] + (1 - m) * vt.to(self.memory_t.dtype), dim=1)
+        self.memory_s = self.memory_s.index_copy(0, idx, new_s)
+        self.memory_t = self.memory_t.index_copy(0, idx, new_t)
 
     def state_dict(self) -> dict[str, Any]:
         return {"memory_s": self.memory_s.detach().cpu(), "memory_t": self.memory_t.detach().cpu()}

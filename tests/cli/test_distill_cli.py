@@ -41,6 +41,13 @@ def test_distill_writes_student_run(tmp_path):
     assert manifest["steps"][0]["method"] == "kd"
     assert {i["role"] for i in manifest["inputs"]} == {"student", "teacher"}
     r = invoke(
+        "distill", "--teacher", teacher, "--student", "builtin:simple_cnn", "--width", "0.25", "--method", "crd",
+        *SMALL, "--epochs", "1", "--out", tmp_path / "crd",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    steps = json.loads((tmp_path / "crd" / "manifest.json").read_text())["steps"]
+    assert steps[0]["method"] == "crd" and steps[0]["metrics"]["negatives"] == 159  # 160 training images
+    r = invoke(
         "distill",
         "--teacher",
         teacher,

@@ -125,3 +125,25 @@ def test_photos_hold_out_whole_photos_tiled_exactly_once():
     assert _starts(70, 32, 32) == [0, 32, 38]  # the far edge is covered
     with pytest.raises(DataError, match="no labels"):
         load_data(DataConfig(name="photos:64", image_size=32))
+
+
+def test_batchnorm_is_recalibrated_on_the_students_views_not_plain_images(digits):
+    from torch import nn
+
+    from compress.distill.funmatch import recalibrate_on_views
+    from compress.train.loop import recalibrate_batchnorm
+
+    def bn_only():
+        return nn.Sequential(nn.BatchNorm2d(1))
+
+    cfg = FunMatchConfig(mode="function_matching", min_area=1.0, train=TrainConfig(batch_size=32))
+    on_views, on_plain = bn_only(), bn_only()
+    assert recalibrate_on_views(on_views, digits.train, cfg, 4, torch.device("cpu"))
+    recalibrate_batchnorm(on_plain, digits.train, 4, 32, torch.device("cpu"))
+    views, plain = on_views[0], on_plain[0]
+    # mixup averages pairs of images: the same mean, a smaller variance than the plain images
+    assert torch.allclose(views.running_mean, plain.running_mean, rtol=0.05)
+    assert views.running_var < 0.95 * plain.running_var  # the same images, unmixed: equal
+    assert FunMatchObjective(nn.Identity(), "classification", cfg).recalibrate_bn is False
+    plain_cfg = FunMatchConfig(recalibrate_on="plain")
+    assert FunMatchObjective(nn.Identity(), "classification", plain_cfg).recalibrate_bn is True
