@@ -52,6 +52,8 @@ class Classification(Task):
     higher_is_better = True
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if targets.is_floating_point():  # class probabilities
+            return F.cross_entropy(outputs, targets)
         # unlabelled samples add nothing (a batch of them gives 0, not NaN); otherwise the plain mean
         total = F.cross_entropy(outputs, targets, ignore_index=UNLABELLED, reduction="sum")
         return total / (targets != UNLABELLED).sum().clamp_min(1)
