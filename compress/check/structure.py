@@ -244,14 +244,10 @@ def quantized_layers(model: Any) -> dict[str, Any]:
 
 
 def parse_nm(pattern: str) -> tuple[int, int]:
-    """'2:4' -> (2, 4): at most N nonzeros in every group of M."""
-    try:
-        n, m = (int(v) for v in pattern.split(":"))
-    except ValueError:
-        raise ValueError(f"sparsity pattern must look like N:M (e.g. 2:4), got '{pattern}'") from None
-    if not 0 < n < m:
-        raise ValueError(f"sparsity pattern N:M needs 0 < N < M, got '{pattern}'")
-    return n, m
+    """'2:4' -> (2, 4): at most N nonzeros in every group of M (see `compress.sparsity.masks`)."""
+    from compress.sparsity.masks import parse_nm as _parse
+
+    return _parse(pattern)
 
 
 def is_nm_sparse(weight: np.ndarray, axis: int, n: int, m: int) -> bool | None:
@@ -259,38 +255,18 @@ def is_nm_sparse(weight: np.ndarray, axis: int, n: int, m: int) -> bool | None:
 
     None when the axis length is not a multiple of `m` (the layer cannot carry the pattern).
     """
-    if weight.ndim < 2 or weight.shape[axis] % m:
-        return None
-    w = np.moveaxis(weight, axis, -1).reshape(-1, m)
-    return bool(((w != 0).sum(axis=1) <= n).all())
+    from compress.sparsity.masks import holds
+
+    return holds(weight, n, m, axis)
 
 
 def nm_sparsity(model: Any, pattern: str = "2:4") -> dict[str, Any]:
-    """Which compute layers are N:M sparse along their input-channel axis.
+    """Which compute layers are N:M sparse along their input-channel axis: the one checker,
+    `compress.sparsity.check.pattern_report` (also used on torch models and by `info --sparsity`).
 
     The input-channel axis is 1 for Conv weights [Cout, Cin/g, kh, kw] and Gemm with transB,
-    0 for Gemm without transB and for MatMul weights [K, N] (second to last for batched MatMul).
+    0 for Gemm without transB, ConvTranspose and MatMul weights [K, N] (second to last when batched).
     """
-    n, m = parse_nm(pattern)
-    eligible, sparse, names = 0, 0, []
-    for lay in weight_layers(model):
-        w = lay["weight"]
-        if w is None or w.ndim < 2:
-            continue
-        op = lay["op"]
-        if op in ("Conv", "QLinearConv", "ConvInteger"):
-            axis = 1
-        elif op == "ConvTranspose":
-            axis = 0
-        elif op == "Gemm":
-            axis = 1 if lay["trans_b"] else 0
-        else:
-            axis = w.ndim - 2
-        ok = is_nm_sparse(w, axis, n, m)
-        if ok is None:
-            continue
-        eligible += 1
-        if ok:
-            sparse += 1
-            names.append(lay["name"])
-    return {"pattern": pattern, "eligible_layers": eligible, "sparse_layers": sparse, "sparse_names": names}
+    from compress.sparsity.check import pattern_report
+
+    return pattern_report(model, pattern)
