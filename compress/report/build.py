@@ -157,9 +157,9 @@ def pareto_front(rows: list[dict[str, Any]]) -> list[str]:
     return front
 
 
-def fidelity_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """The fidelity (key, header) pairs some row has a figure for."""
-    return [(k, h) for k, h in FIDELITY_COLUMNS if any(k in (r.get("fidelity") or {}) for r in rows)]
+def fidelity_columns(rows: list[dict[str, Any]], metric: str = "") -> list[tuple[str, str]]:
+    """The fidelity (key, header) pairs some row has a figure for (not the one that is the metric)."""
+    return [(k, h) for k, h in FIDELITY_COLUMNS if k != metric and any(k in (r.get("fidelity") or {}) for r in rows)]
 
 
 def fmt_fidelity(row: dict[str, Any], key: str) -> str:
@@ -173,14 +173,14 @@ def fmt_fidelity(row: dict[str, Any], key: str) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     metric = report["metric"]
-    fid = fidelity_columns(report["variants"])
+    fid = fidelity_columns(report["variants"], metric)
     ref = report.get("fidelity_reference")
     lines = [
         f"# {report['title']}",
         "",
         f"Baseline: **{report['baseline']}**. Metric and latency measured through the deployed ONNX model "
         f"({_runtime(report)}). Pareto-optimal variants are marked ★."
-        + (f" Fidelity (agreement, KL, PSNR) is to **{ref}**'s outputs on the same inputs." if fid and ref else ""),
+        + (f" Fidelity (agreement, KL, PSNR) is to **{ref}**'s outputs on the same inputs." if ref else ""),
         "",
         f"| variant | steps | {metric} | Δ | p50 ms | p90 ms | p99 ms | speedup | size | params | MACs | bits/w |"
         + "".join(f" {h} |" for _, h in fid),

@@ -25,10 +25,10 @@ def rich_table(report: dict[str, Any]):
         ("MACs", "right"),
     ):
         t.add_column(col, justify=justify)
-    fid = fidelity_columns(report["variants"])
+    fid = fidelity_columns(report["variants"], metric)
     for _, header in fid:
         t.add_column(header, justify="right")
-    if fid and report.get("fidelity_reference"):
+    if report.get("fidelity_reference"):
         t.caption += f"  fidelity to: {report['fidelity_reference']}"
     for r in report["variants"]:
         lat = r["latency"] or {}

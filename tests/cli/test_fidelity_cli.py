@@ -109,8 +109,9 @@ def test_report_shows_fidelity_columns_and_ranks_unlabelled_variants_by_agreemen
     rows = {r["name"]: r for r in report["variants"]}
     assert rows["a"]["value"] == 1.0 and rows["b"]["value"] == rows["b"]["fidelity"]["top1_agreement"]
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "top-1 agr." in md and "KL" in md and "100.00%" in md
-    assert "top-1 agr." in out.output
+    assert "| top1_agreement |" in md and "top-5 agr." in md and "KL" in md and "100.00%" in md
+    assert "top-1 agr." not in md  # the metric column already is top-1 agreement
+    assert "top-5 agr." in out.output
 
 
 def test_check_gates_top1_agreement(setup, tmp_path):
