@@ -75,6 +75,8 @@ def bench(
         batch_size=batch_size,
         latency=LatencyConfig(min_iters=min_iters, min_time_s=min_time, warmup_s=warmup),
     )
+    if bundle is not None and not bundle.labelled and ref is None:
+        typer.echo("note: the data has no labels, so no accuracy; --reference MODEL measures fidelity", err=True)
     result = run_bench(path, cfg, data=bundle, reference=ref)
     result.update(
         {

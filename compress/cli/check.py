@@ -58,7 +58,9 @@ def check(
     weights: Path | None = typer.Option(None, "--weights", help="Weights for a --reference architecture spec."),
 ) -> None:
     """Gate a candidate model against a baseline: interleaved A/B latency with a confidence interval,
-    plus accuracy, params, MACs, size and structure. Exit 0 pass, 1 fail, 3 inconclusive, 2 usage error."""
+    plus accuracy, params, MACs, size and structure; with --reference or --min-top1-agreement (and on data
+    without labels), the candidate's fidelity to the reference (default: the baseline).
+    Exit 0 pass, 1 fail, 3 inconclusive, 2 usage error."""
     from compress.check.gate import compare_bench_json, config_from_options, run_check
     from compress.check.report import write_outputs
     from compress.cli.common import console
