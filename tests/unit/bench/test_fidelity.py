@@ -114,3 +114,16 @@ def test_measure_fidelity_of_a_model_to_itself_and_to_another():
     assert primary(other) == ("top1_agreement", other["top1_agreement"])
     assert primary({"psnr": 31.0}) == ("psnr", 31.0) and primary(None) is None
     assert not math.isnan(other["top5_agreement"])
+
+
+def test_fidelity_gate_from_figures():
+    from compress.check.gate import fidelity_figures_gate
+
+    figures = {"reference": "fp32", "top1_agreement": 0.97, "top5_agreement": 1.0, "kl_divergence": 0.01}
+    assert fidelity_figures_gate({**figures, "samples": 100}, 0.95).status == "pass"
+    failed = fidelity_figures_gate({**figures, "samples": 100}, 0.99)
+    assert failed.status == "fail" and "below the required 99.00%" in failed.message and failed.candidate == 0.97
+    assert fidelity_figures_gate(figures, None).status == "skipped"  # reported, not gated
+    dense = fidelity_figures_gate({"reference": "fp32", "psnr": 41.5, "samples": 8}, None)
+    assert dense.status == "skipped" and "41.50 dB" in dense.message
+    assert "n/a" in fidelity_figures_gate(None, 0.9).message
