@@ -29,6 +29,10 @@ def info(
         "--runtime",
         help="ONNX: what this runtime really runs (onnxruntime: integer vs float kernels, time share).",
     ),
+    sparsity: bool = typer.Option(
+        False, "--sparsity", help="Per layer: does the N:M pattern hold, is it eligible for sparse kernels, why not."
+    ),
+    pattern: str = typer.Option("2:4", "--pattern", help="With --sparsity: the N:M pattern to check."),
     trust_code: bool = opt.TrustCode,
     loading: opt.ModelLoading = None,
 ) -> None:
@@ -44,6 +48,8 @@ def info(
         from compress.analysis import onnx_summary
 
         path = resolve_model_path(model, "onnx")
+        if sparsity:
+            return _sparsity(out, path, pattern, as_json)
         summary = onnx_summary(path)
         if qdq:
             from compress.quantize.qdq import check_qdq
@@ -95,6 +101,8 @@ def info(
     if path.exists():
         file = resolve_model_path(model, "torch")
         summary["file_bytes"] = file.stat().st_size
+    if sparsity:
+        return _sparsity(out, net.module, pattern, as_json, name=model)
     if prunable:
         from compress.prune.report import prunable_report
 
@@ -197,3 +205,33 @@ def _print_prunable(out, report: dict, model: str) -> None:
         out.print(f"  note: {note}")
     if report.get("opaque_modules"):
         out.print(f"  kept whole (untraceable): {', '.join(report['opaque_modules'])}")
+
+
+def _sparsity(out, source, pattern: str, as_json: bool, name: str | None = None) -> None:
+    from rich.table import Table
+
+    from compress.errors import RecipeError
+    from compress.sparsity import pattern_report
+    from compress.sparsity.check import SPARSE_KERNEL_NOTE
+
+    try:
+        report = pattern_report(source, pattern)
+    except ValueError as e:
+        raise RecipeError(str(e)) from None
+    report["sparse_kernels"] = SPARSE_KERNEL_NOTE
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=str))
+        return
+    t = Table(title=f"{name or source}: {report['pattern']} sparsity by layer")
+    for col in ("layer", "op", "weight", "pattern", "sparse kernels", "why not"):
+        t.add_column(col)
+    for r in report["layers"]:
+        holds = "n/a" if r["holds"] is None else "holds" if r["holds"] else "no"
+        kernel = "eligible" if r["eligible"] else "no"
+        t.add_row(r["name"], r["op"], str(r["shape"]), holds, kernel, r["kernel_reason"] or r["reason"])
+    out.print(t)
+    out.print(
+        f"{report['sparse_layers']} of {report['eligible_layers']} layers that can carry {report['pattern']} hold it; "
+        f"{report['kernel_eligible']} eligible for sparse kernels"
+    )
+    out.print(report["sparse_kernels"])

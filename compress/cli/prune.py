@@ -10,7 +10,10 @@ from compress.cli import options as opt
 from compress.cli.common import data_config, handle_errors, parse_shape
 
 _MODEL = "Model spec: torchvision:NAME, builtin:NAME, checkpoint or run dir."
-_METHOD = "channel (importance ranking), continuous (learned gates) or search (pruning-space sampling)."
+_METHOD = (
+    "channel (importance ranking), continuous (learned gates), search (pruning-space sampling), "
+    "nm (N:M sparsity) or dynamic-nm (N:M level per input)."
+)
 
 
 @handle_errors
@@ -40,6 +43,10 @@ def prune(
     batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size per process."),
     distill: bool = typer.Option(False, "--distill", help="Fine-tune with distillation from the unpruned model."),
     teacher: str | None = typer.Option(None, "--teacher", "-t", help="Teacher for distillation while fine-tuning."),
+    n: int | None = typer.Option(None, "--n", help="nm: keep N nonzeros in every group of M input-channel weights."),
+    m: int | None = typer.Option(None, "--m", help="nm: the group size M (2:4 is what sparse tensor cores run)."),
+    permute: bool | None = typer.Option(None, "--permute/--no-permute", help="nm: channel permutation search."),
+    levels: str | None = typer.Option(None, "--levels", help="dynamic-nm: nested N:M levels, e.g. 1:4,2:4,4:4."),
     input_shape: str | None = opt.InputShape,
     num_classes: int | None = opt.NumClasses,
     task: str | None = opt.Task,
@@ -75,6 +82,10 @@ def prune(
         ("samples", samples, "--samples"),
         ("sample_epochs", sample_epochs, "--sample-epochs"),
         ("distill", distill or None, "--distill"),
+        ("n", n, "--n"),
+        ("m", m, "--m"),
+        ("permute", permute, "--permute"),
+        ("levels", levels.split(",") if levels else None, "--levels"),
     ):
         if value is None:
             continue
@@ -86,13 +97,15 @@ def prune(
             params["finetune_epochs"] = finetune_epochs
         elif "final_epochs" in fields:
             params["final_epochs"] = finetune_epochs
-    train_key = "train" if method == "continuous" else "finetune"
+        elif "finetune" not in fields:
+            raise RecipeError(f"--finetune-epochs does not apply to prune method '{method}' (use --epochs)")
+    train_key = "train" if method == "continuous" or "finetune" not in fields else "finetune"
     train_params = dict(params.get(train_key) or {})
     for key, value in (("lr", lr), ("batch_size", batch_size), ("seed", seed)):
         if value is not None:
             train_params[key] = value
     if epochs is not None:
-        if method != "continuous":
+        if train_key != "train":
             raise RecipeError(f"--epochs does not apply to prune method '{method}' (use --finetune-epochs)")
         train_params["epochs"] = epochs
     if train_params:

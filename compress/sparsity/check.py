@@ -129,3 +129,10 @@ def pattern_report(source: Any, pattern: str = "2:4", *, min_params: int = 0) ->
         "sparse_names": [r["name"] for r in rows if r["holds"]],
         "kernel_eligible": sum(r["eligible"] for r in rows),
     }
+
+
+SPARSE_KERNEL_NOTE = (
+    "no sparse kernels ran: this report reads weights only; on CPU (ONNX Runtime) zeros are computed densely, "
+    "and 'eligible' means sparse tensor cores (TensorRT sparse weights, torch semi-structured on CUDA) could run "
+    "the layer, to be confirmed by a timing on the device"
+)
