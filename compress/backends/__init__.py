@@ -16,10 +16,21 @@ from compress.registry import Registry
 BACKENDS: Registry[str] = Registry("backend", BackendError)
 BACKENDS.register("onnxruntime", "compress.backends.onnxruntime")
 BACKENDS.register("torch", "compress.backends.torch")
+BACKENDS.register("torch-cuda", "compress.backends.torch_cuda")
+BACKENDS.register("tensorrt", "compress.backends.tensorrt")
+
+# the run-directory artifact each backend runs
+ARTIFACT_ROLES = {"onnxruntime": "onnx", "torch": "torch", "torch-cuda": "torch", "tensorrt": "engine"}
 
 
 def get_backend(name: str) -> Backend:
     return importlib.import_module(BACKENDS.get(name)).BACKEND
 
 
-__all__ = ["BACKENDS", "Backend", "Session", "get_backend"]
+def artifact_role(name: str) -> str:
+    """Which artifact of a run directory backend `name` loads (torch, onnx or engine)."""
+    BACKENDS.get(name)  # an unknown name fails here, listing the available ones
+    return ARTIFACT_ROLES.get(name, "onnx")
+
+
+__all__ = ["ARTIFACT_ROLES", "BACKENDS", "Backend", "Session", "artifact_role", "get_backend"]

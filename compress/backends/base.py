@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,21 @@ class BackendOptions:
     Attributes:
         device: cpu or cuda.
         threads: intra-op threads (0: one per physical core).
+        compile: torch-cuda: run the module through `torch.compile`.
+        cuda_graph: torch-cuda / tensorrt: capture one call in a CUDA graph and time its replay.
+        provider: onnxruntime on cuda: "cuda" (default) or "tensorrt" (the execution provider; checked).
+        precision: torch-cuda: fp32 or fp16 weights and activations.
+        semi_structured: torch-cuda: 2:4 sparse Linear layers (`to_sparse_semi_structured`), kept only
+            where the weights really are 2:4.
     """
 
     device: str = "cpu"
     threads: int = 0
+    compile: bool = False
+    cuda_graph: bool = False
+    provider: str = ""
+    precision: str = "fp32"
+    semi_structured: bool = False
 
 
 class Session:
@@ -51,8 +64,73 @@ class Session:
     def _run(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name (backends with several outputs override this)."""
+        return {"output": self.run(x)}
+
+    def timer(self) -> Timer:
+        """The clock the latency harness times this session's calls with."""
+        return WallTimer()
+
     def info(self) -> dict[str, Any]:
         return {}
+
+
+class Timer:
+    """Times one call of a runner. The harness takes its timer from the session.
+
+    `__call__(run)` returns the call's seconds; `series()` gives other series measured alongside
+    (a CUDA-event timer also keeps the host's end-to-end wall time of each call).
+    """
+
+    name = "perf_counter"
+
+    def __call__(self, run: Callable[[], object]) -> float:
+        t0 = time.perf_counter()
+        run()
+        return time.perf_counter() - t0
+
+    def reset(self) -> None:
+        """Forget what was measured so far (the warm-up's calls)."""
+
+    def series(self) -> dict[str, np.ndarray]:
+        return {}
+
+
+class WallTimer(Timer):
+    """Host wall time (`time.perf_counter`): right for runtimes whose calls return when done (CPU)."""
+
+
+class CudaEventTimer(Timer):
+    """GPU compute time between two CUDA events on `stream` (torch's current stream by default),
+    and, separately, the host's end-to-end wall time of the call up to the end event's completion."""
+
+    name = "cuda_event"
+
+    def __init__(self, stream: Any = None) -> None:
+        import torch
+
+        self._torch = torch
+        self.stream = stream
+        self.host_s: list[float] = []
+
+    def __call__(self, run: Callable[[], object]) -> float:
+        torch = self._torch
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        stream = self.stream or torch.cuda.current_stream()
+        t0 = time.perf_counter()
+        start.record(stream)
+        run()
+        end.record(stream)
+        end.synchronize()
+        self.host_s.append(time.perf_counter() - t0)
+        return start.elapsed_time(end) / 1e3
+
+    def reset(self) -> None:
+        self.host_s.clear()
+
+    def series(self) -> dict[str, np.ndarray]:
+        return {"host": np.asarray(self.host_s)}
 
 
 @dataclass

@@ -38,20 +38,37 @@ class OrtSession(Session):
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
-        wanted = ["CPUExecutionProvider"]
+        wanted: list = ["CPUExecutionProvider"]
+        self.device, self.stream = options.device, None
         if options.device == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
+            first = "TensorrtExecutionProvider" if options.provider == "tensorrt" else "CUDAExecutionProvider"
+            if options.provider not in ("", "cuda", "tensorrt"):
+                raise BackendError(f"unknown ONNX Runtime provider '{options.provider}'; available: cuda, tensorrt")
+            if first not in ort.get_available_providers():
                 raise BackendError(
-                    "ONNX Runtime has no CUDA provider here; install onnxruntime-gpu or use --device cpu"
+                    f"ONNX Runtime has no {first} here; install onnxruntime-gpu (and TensorRT for its provider) "
+                    "or use --device cpu"
                 )
-            wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            cuda_opts = {}
+            try:  # ORT's CUDA work on torch's stream, so CUDA events time it
+                import torch
+
+                if torch.cuda.is_available():
+                    self.stream = torch.cuda.Stream()
+                    cuda_opts = {"user_compute_stream": str(self.stream.cuda_stream)}
+            except ImportError:
+                pass
+            wanted = [("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
+            if first == "TensorrtExecutionProvider":
+                wanted.insert(0, first)
         try:
             self.sess = ort.InferenceSession(str(path), so, providers=wanted)
         except Exception as e:  # ORT raises InvalidProtobuf, Fail, InvalidGraph, NoSuchFile...
             raise BackendError(f"{path}: not a loadable ONNX model ({str(e).strip().splitlines()[0][:300]})") from None
         self.providers = self.sess.get_providers()
-        if wanted[0] not in self.providers:
-            raise BackendError(f"ONNX Runtime fell back from {wanted[0]} to {self.providers}")
+        first = wanted[0] if isinstance(wanted[0], str) else wanted[0][0]
+        if first not in self.providers:
+            raise BackendError(f"ONNX Runtime fell back from {first} to {self.providers}")
         inputs = self.sess.get_inputs()
         if len(inputs) != 1:
             raise BackendError(f"{path}: models with {len(inputs)} inputs are not supported (need exactly 1)")
@@ -63,10 +80,30 @@ class OrtSession(Session):
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.sess.run([self.output_name], {self.input_name: x})[0]
 
+    def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        self.validate(x)
+        names = [o.name for o in self.sess.get_outputs()]
+        return dict(zip(names, self.sess.run(names, {self.input_name: x}), strict=True))
+
     def runner(self, x: np.ndarray):
         self.validate(x)
+        if self.device == "cuda":  # IOBinding: input and output stay on the device, no copies timed
+            import onnxruntime as ort
+
+            binding = self.sess.io_binding()
+            binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+            binding.bind_output(self.output_name, "cuda")
+            run_binding, binding_ = self.sess.run_with_iobinding, binding
+            return lambda: run_binding(binding_)
         sess_run, names, feed = self.sess.run, [self.output_name], {self.input_name: x}
         return lambda: sess_run(names, feed)
+
+    def timer(self):
+        if self.stream is not None:
+            from compress.backends.base import CudaEventTimer
+
+            return CudaEventTimer(self.stream)
+        return super().timer()
 
     def info(self) -> dict[str, Any]:
         import onnxruntime as ort
@@ -75,6 +112,7 @@ class OrtSession(Session):
             "backend": "onnxruntime",
             "version": ort.__version__,
             "providers": self.providers,
+            "device": self.device,
             "intra_op_threads": self.threads,
             "inter_op_threads": 1,
             "execution": "sequential",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,9 +35,16 @@ class LatencyConfig:
             raise ValueError("latency settings must be non-negative (and max_iters at least 1)")
 
 
-def measure(run: Callable[[], object], config: LatencyConfig | None = None) -> np.ndarray:
-    """Per-call wall times in seconds of `run`, after warm-up."""
+def measure(run: Callable[[], object], config: LatencyConfig | None = None, *, timer: Any = None) -> np.ndarray:
+    """Per-call times in seconds of `run`, after warm-up.
+
+    `timer` comes from the backend (`Session.timer()`): a `compress.backends.base.Timer` such as the
+    CUDA-event timer of the GPU backends. Without one (or with the plain wall-clock timer) the loop
+    reads `time.perf_counter` inline, adding nothing to each call. Warm-up and the minimum duration
+    are always counted in host wall time."""
     config = config or LatencyConfig()
+    if timer is not None and getattr(timer, "name", "perf_counter") != "perf_counter":
+        return _measure_with(run, config, timer)
     clock = time.perf_counter
     start, n = clock(), 0
     while n < config.warmup_iters or clock() - start < config.warmup_s:
@@ -51,6 +59,22 @@ def measure(run: Callable[[], object], config: LatencyConfig | None = None) -> n
         t1 = clock()
         append(t1 - t0)
         if len(times) >= config.min_iters and t1 - begin >= config.min_time_s:
+            break
+    return np.asarray(times)
+
+
+def _measure_with(run: Callable[[], object], config: LatencyConfig, timer: Any) -> np.ndarray:
+    clock = time.perf_counter
+    start, n = clock(), 0
+    while n < config.warmup_iters or clock() - start < config.warmup_s:
+        timer(run)
+        n += 1
+    timer.reset()
+    times: list[float] = []
+    begin = clock()
+    while len(times) < config.max_iters:
+        times.append(timer(run))
+        if len(times) >= config.min_iters and clock() - begin >= config.min_time_s:
             break
     return np.asarray(times)
 
