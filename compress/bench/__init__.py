@@ -27,6 +27,7 @@ class BenchConfig:
         seed: the random latency inputs depend on it.
         fidelity: in a recipe, also measure each variant's fidelity to the recipe's first variant
             (`compress.bench.fidelity`: top-1/top-5 agreement and KL, or PSNR for dense tasks).
+        compile, cuda_graph, provider: GPU backend options (`compress.backends.base.BackendOptions`).
     """
 
     backend: str = "onnxruntime"
@@ -38,6 +39,9 @@ class BenchConfig:
     eval_batch_size: int = 64
     seed: int = 0
     fidelity: bool = True
+    compile: bool = False
+    cuda_graph: bool = False
+    provider: str = ""
 
 
 def bench(
@@ -56,7 +60,10 @@ def bench(
         raise DataError("batch sizes must be at least 1")
     if config.device not in ("cpu", "cuda"):
         raise DataError(f"unknown device '{config.device}'; available: cpu, cuda")
-    session = get_backend(config.backend).load(path, BackendOptions(config.device, config.threads))
+    options = BackendOptions(
+        config.device, config.threads, compile=config.compile, cuda_graph=config.cuda_graph, provider=config.provider
+    )
+    session = get_backend(config.backend).load(path, options)
     shape = session.input_shape
     if data is not None:
         want = [config.batch_size, *data.input_shape]
@@ -72,8 +79,12 @@ def bench(
         want = [config.batch_size, *shape[1:]]
     rng = np.random.default_rng(config.seed)
     x = rng.random(want, dtype=np.float32).astype(session.input_dtype)
-    times = measure(session.runner(x), config.latency)
+    timer = session.timer()  # the backend's clock: CUDA events on the GPU backends
+    times = measure(session.runner(x), config.latency, timer=timer)
     result: dict[str, Any] = {"latency": summarize(times, config.batch_size), "runtime": session.info()}
+    result["runtime"].setdefault("timer", timer.name)
+    for name, series in timer.series().items():  # e.g. the host's end-to-end time beside GPU compute
+        result[f"latency_{name}"] = summarize(series, config.batch_size)
     if data is not None and config.accuracy and getattr(data, "labelled", True):
         result["metrics"] = evaluate_session(session, data.val, data.task, config.eval_batch_size)
     if reference is not None:

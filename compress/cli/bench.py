@@ -15,8 +15,13 @@ from compress.errors import CompressError
 def bench(
     model: str = typer.Argument(..., help="An .onnx file or a run directory with an onnx artifact."),
     data: str | None = opt.DataOptional,
-    backend: str = typer.Option("onnxruntime", "--backend", help="Runtime backend."),
+    backend: str = typer.Option(
+        "onnxruntime", "--backend", help="Runtime backend: onnxruntime, torch, torch-cuda, tensorrt."
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    compile_: bool = typer.Option(False, "--compile", help="torch-cuda: run through torch.compile."),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="torch-cuda/tensorrt: time a CUDA graph's replay."),
+    provider: str = typer.Option("", "--provider", help="onnxruntime on cuda: cuda or tensorrt (checked)."),
     batch_size: int = typer.Option(1, "--batch-size", "-b", help="Batch size for the latency measurement."),
     threads: int = typer.Option(0, "--threads", help="Intra-op threads (0: physical cores)."),
     min_iters: int = typer.Option(50, "--min-iters", help="Measure at least this many runs..."),
@@ -38,6 +43,7 @@ def bench(
     the deployed model; with --reference, its fidelity to that model on the same inputs (top-1/top-5
     agreement and KL, or PSNR for dense tasks), the metric for data without labels (images:PATH).
     Given a run directory, the figures are also recorded in its manifest."""
+    from compress.backends import artifact_role
     from compress.bench import BenchConfig, LatencyConfig
     from compress.bench import bench as run_bench
     from compress.cli.common import console
@@ -47,7 +53,9 @@ def bench(
     from compress.models.sources import resolve_model_path
     from compress.report.render import latency_table
 
-    role = "torch" if backend == "torch" else "onnx"
+    role = artifact_role(backend)
+    if backend in ("torch-cuda", "tensorrt"):
+        device = "cuda"
     path = resolve_model_path(model, role)
     if not path.is_file():
         raise CompressError(f"model file not found: {path}")
@@ -57,6 +65,10 @@ def bench(
     bundle = None
     if data is not None:
         bundle = load_data(data_config(data, task=task, image_size=image_size, channels=channels, limit=limit))
+        from compress.data import prepare_for_model
+        from compress.models.preprocess import preprocessing_of_file
+
+        bundle = prepare_for_model(bundle, preprocessing_of_file(path))  # as the deployed file expects
     if weights is not None and reference is None:
         raise CompressError("--weights goes with --reference (the PyTorch model to compare against)")
     ref = None
@@ -73,6 +85,9 @@ def bench(
         device=device,
         threads=threads,
         batch_size=batch_size,
+        compile=compile_,
+        cuda_graph=cuda_graph,
+        provider=provider,
         latency=LatencyConfig(min_iters=min_iters, min_time_s=min_time, warmup_s=warmup),
     )
     if bundle is not None and not bundle.labelled and ref is None:

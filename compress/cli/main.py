@@ -4,7 +4,22 @@ from __future__ import annotations
 
 import typer
 
-from compress.cli import bench, check, distill, export, history, info, methods, prune, quantize, report, run, train
+from compress.cli import (
+    bench,
+    build,
+    check,
+    compare,
+    distill,
+    export,
+    history,
+    info,
+    methods,
+    prune,
+    quantize,
+    report,
+    run,
+    train,
+)
 
 app = typer.Typer(
     name="compress",
@@ -22,6 +37,8 @@ app.command("prune")(prune.prune)
 app.command("quantize")(quantize.quantize)
 app.command("export")(export.export)
 app.command("bench")(bench.bench)
+app.command("build")(build.build)
+app.command("compare")(compare.compare)
 app.command("run")(run.run)
 app.command("report")(report.report)
 app.command("methods")(methods.methods)
