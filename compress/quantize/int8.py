@@ -143,14 +143,16 @@ def int8(model: Model, config: Int8Config, ctx: Context) -> Result:
     runtime: dict[str, Any] = {}
     speed: dict[str, Any] | None = None
     latency_layers: list[str] = []
+    latency_trial: dict[str, Any] | None = None
     if config.target == "onnxruntime":
         runtime, speed = _measure(float_path, out_path, base.input_shape, config)
         if config.mixed_by_latency:
             kept = _mixed_by_latency(
                 float_path, out_path, base.input_shape, layer_names, float_layers, runtime, build, drop_of, config
             )
-            if kept is not None:
-                latency_layers, metrics = kept
+            latency_trial = kept.pop("trial", None) if kept else None
+            if kept and kept.get("accepted"):
+                latency_layers, metrics = kept["layers"], kept["metrics"]
                 float_layers = [*float_layers, *latency_layers]
                 runtime, speed = _measure(float_path, out_path, base.input_shape, config)
     qdq = check_qdq(out_path, config.target)
@@ -175,6 +177,7 @@ def int8(model: Model, config: Int8Config, ctx: Context) -> Result:
         "float_layers": float_layers,
         "budget_restored_layers": restored,
         "latency_float_layers": latency_layers,
+        "mixed_by_latency_trial": latency_trial,
         "qdq_nodes": qdq["quantize_linear"] + qdq["dequantize_linear"],
         "qdq_valid": qdq["valid"],
         "qdq_target": config.target,
@@ -210,8 +213,8 @@ def _measure(float_path: Path, path: Path, shape: tuple[int, ...], config: Int8C
 def _mixed_by_latency(float_path, out_path, shape, layer_names, float_layers, runtime, build, drop_of, config):
     """Keep in float the layers whose INT8 kernels cost more than their float kernel, if the model gets faster.
 
-    Returns (layers kept in float, metrics) or None (nothing to keep, or not faster: the all-INT8
-    file is restored).
+    Returns None (no candidate) or {"accepted", "layers", "metrics", "trial"}; when not accepted
+    (not faster, or over the accuracy budget) the all-INT8 file is restored.
     """
     from compress.backends.onnxruntime import runtime_report
     from compress.quantize.budget import latency_candidates
@@ -227,11 +230,12 @@ def _mixed_by_latency(float_path, out_path, shape, layer_names, float_layers, ru
     metrics = build([*float_layers, *candidates])
     budget_ok = config.max_accuracy_drop is None or drop_of(metrics) <= config.max_accuracy_drop
     cmp = measure_speedup(all_int8, out_path, tuple(shape), rounds=config.speed_rounds, threads=config.threads)
+    trial = {"candidates": candidates, "speedup_over_all_int8": cmp, "accuracy_budget_met": budget_ok}
     if budget_ok and cmp["speedup"] > 1.0 and cmp["verdict"] != SLOWER:
         all_int8.unlink()
-        return candidates, metrics
+        return {"accepted": True, "layers": candidates, "metrics": metrics, "trial": trial}
     shutil.move(all_int8, out_path)
-    return None
+    return {"accepted": False, "trial": trial}
 
 
 def _summary(target: str, runtime: dict[str, Any], speed: dict[str, Any] | None) -> str:
