@@ -1,17 +1,33 @@
 #!/usr/bin/env bash
-# One prepared device run: the GPU tests and the GPU benchmark; results under $OUT (or ./results).
-# The device image has torch/onnx/onnxruntime/typer/rich but no nncf: the GPU tests do not need it.
+# One prepared device run (< 8 min): the GPU and TensorRT tests, then the GPU benchmarks.
+#   scripts/gpu_check.sh [RESULTS_DIR]      (default: $OUT, else ./results)
+# The device image has torch/onnx/onnxruntime/typer/rich but may lack nncf and TensorRT: the GPU tests
+# do not need nncf, and TensorRT tests and figures are skipped (and say so) where it is not installed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT="${OUT:-results}"
-mkdir -p "$OUT"
+DEST="${1:-${OUT:-results}}"
+mkdir -p "$DEST"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" COMPRESS_PROGRESS=0 PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu_info.csv" 2>&1
-python3 -c "import torch, onnx, onnxruntime; print(torch.__version__, torch.version.cuda, onnx.__version__, onnxruntime.__version__)" | tee "$OUT/versions.txt"
-timeout 240 python3 -m pytest tests/gpu -q -p no:cacheprovider -o addopts="" 2>&1 | tee "$OUT/gpu_tests.log"
+start=$(date +%s)
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv > "$DEST/gpu_info.csv" 2>&1
+python3 - <<'PY' | tee "$DEST/versions.txt"
+import importlib
+import torch, onnx, onnxruntime
+print("torch", torch.__version__, "cuda", torch.version.cuda, "onnx", onnx.__version__, "onnxruntime", onnxruntime.__version__,
+      "providers", onnxruntime.get_available_providers())
+for name in ("tensorrt", "polygraphy"):
+    try:
+        print(name, importlib.import_module(name).__version__)
+    except Exception as e:
+        print(name, "not installed:", type(e).__name__)
+PY
+timeout 150 python3 -m pytest tests/gpu tests/tensorrt -q -rs -p no:cacheprovider -o addopts="" 2>&1 | tee "$DEST/gpu_tests.log"
 tests_rc=${PIPESTATUS[0]}
-timeout 240 python3 benchmarks/gpu_latency.py --out "$OUT/gpu_latency.json" > "$OUT/gpu_latency.log" 2>&1
-bench_rc=$?
-tail -5 "$OUT/gpu_latency.log"
-echo "gpu tests rc=$tests_rc, gpu benchmark rc=$bench_rc"
-exit $(( tests_rc != 0 || bench_rc != 0 ))
+timeout 90 python3 benchmarks/gpu_latency.py --out "$DEST/gpu_latency.json" > "$DEST/gpu_latency.log" 2>&1
+latency_rc=$?
+timeout 210 python3 benchmarks/gpu_backends.py --min-time 0.3 --out "$DEST/gpu_backends.json" > "$DEST/gpu_backends.log" 2>&1
+backends_rc=$?
+tail -3 "$DEST/gpu_latency.log"
+grep -E "^(eager|cuda graph|compile|tensorrt)" "$DEST/gpu_backends.log" | tail -40
+echo "gpu tests rc=$tests_rc, gpu_latency rc=$latency_rc, gpu_backends rc=$backends_rc, $(( $(date +%s) - start )) s"
+exit $(( tests_rc != 0 || latency_rc != 0 || backends_rc != 0 ))

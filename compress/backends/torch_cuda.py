@@ -18,7 +18,8 @@ PRECISIONS = ("fp32", "fp16")
 
 
 class TorchCudaSession(Session):
-    def __init__(self, path: Path, options: BackendOptions) -> None:
+    def __init__(self, path: Path | None, options: BackendOptions, *, model: Any = None) -> None:
+        """From the checkpoint at `path`, or from `model` (a `compress.models.Model` in memory)."""
         import torch
 
         from compress.backends.cuda import require_cuda
@@ -28,7 +29,7 @@ class TorchCudaSession(Session):
         if options.precision not in PRECISIONS:
             raise BackendError(f"unknown precision '{options.precision}' for torch-cuda; available: fp32, fp16")
         self.options = options
-        self.model = load_model(str(path))
+        self.model = model if model is not None else load_model(str(path))
         self.dtype = torch.float16 if options.precision == "fp16" else torch.float32
         module = self.model.module.to("cuda", self.dtype).eval()
         self.sparse_layers = semi_structured(module) if options.semi_structured else []
