@@ -58,7 +58,7 @@ class NMConfig:
         n, m: keep at most n nonzeros in every group of m consecutive input-channel weights (2:4 is what
             sparse tensor cores run).
         permute: search a channel permutation per coupled group that keeps more magnitude.
-        permute_evals: swap evaluations per group for the permutation search.
+        permute_sweeps: passes of the greedy swap search over each group's channels.
         mode: fixed (mask fixed, weights and gradients masked every step) or srste (SR-STE).
         srste_decay: SR-STE's lambda on the pruned weights.
         min_params: layers with fewer weights are left dense (reported).
@@ -71,7 +71,7 @@ class NMConfig:
     n: int = 2
     m: int = 4
     permute: bool = False
-    permute_evals: int = 20000
+    permute_sweeps: int = 4
     mode: Literal["fixed", "srste"] = "fixed"
     srste_decay: float = 2e-4
     min_params: int = 0
@@ -85,8 +85,8 @@ class NMConfig:
     def __post_init__(self) -> None:
         if not 0 < self.n < self.m:
             raise ValueError(f"N:M needs 0 < n < m, got {self.n}:{self.m}")
-        if self.srste_decay < 0 or self.min_params < 0 or self.permute_evals < 0:
-            raise ValueError("srste_decay, min_params and permute_evals must be >= 0")
+        if self.srste_decay < 0 or self.min_params < 0 or self.permute_sweeps < 0:
+            raise ValueError("srste_decay, min_params and permute_sweeps must be >= 0")
 
 
 # ------------------------------------------------------------------------------------------ layers
@@ -133,45 +133,56 @@ def kept_magnitude(layers: dict[str, nn.Module], n: int, m: int) -> float:
 
 # ------------------------------------------------------------------------------------- permutation
 def _group_score(a: np.ndarray, n: int, m: int) -> np.ndarray:
-    """a: [groups, m, rows] magnitudes -> kept magnitude per group."""
-    return np.sort(a, axis=1)[:, m - n :, :].sum(axis=(1, 2))
+    """a: [groups, m, rows] magnitudes -> kept magnitude per group (sum of the n largest of each m)."""
+    if m > 8:
+        return np.sort(a, axis=1)[:, m - n :, :].sum(axis=(1, 2))
+    rows = [a[:, k] for k in range(m)]  # odd-even transposition sort across the m slices: elementwise, fast
+    for r in range(m):
+        for k in range(r % 2, m - 1, 2):
+            lo, hi = np.minimum(rows[k], rows[k + 1]), np.maximum(rows[k], rows[k + 1])
+            rows[k], rows[k + 1] = lo, hi
+    return sum(rows[m - n :]).sum(axis=1)
 
 
-def search_permutation(a: np.ndarray, n: int, m: int, evals: int, seed: int = 0) -> np.ndarray:
+def search_permutation(
+    a: np.ndarray, n: int, m: int, sweeps: int = 4, candidates: int = 64, seed: int = 0
+) -> np.ndarray:
     """A permutation of the C rows of `a` [C, rows] (magnitudes) so that N:M groups of consecutive rows keep
-    more magnitude: greedy pairwise swaps between groups, accepted when they increase the kept sum."""
+    more magnitude. Greedy: for each position, the best swap with a position of another group (among up to
+    `candidates` random ones) is taken when it increases the kept sum; `sweeps` passes at most."""
     c = a.shape[0]
     perm = np.arange(c)
-    if c <= m or evals <= 0:
+    if c <= m or sweeps <= 0:
         return perm
     rng = np.random.default_rng(seed)
-    pairs = [(i, j) for i in range(c) for j in range(i + 1, c) if i // m != j // m]
-    if len(pairs) > evals:
-        pairs = [pairs[k] for k in rng.choice(len(pairs), evals, replace=False)]
-    budget = evals
-    for _ in range(4):  # sweeps until no swap helps or the budget is spent
+    groups = c // m
+    for _ in range(sweeps):
         improved = False
-        for i, j in pairs:
-            if budget <= 0:
-                break
-            budget -= 1
-            gi, gj = i // m, j // m
-            rows_i = perm[gi * m : (gi + 1) * m]
-            rows_j = perm[gj * m : (gj + 1) * m]
-            before = _group_score(np.stack([a[rows_i], a[rows_j]]), n, m).sum()
-            new_i, new_j = rows_i.copy(), rows_j.copy()
-            new_i[i % m], new_j[j % m] = rows_j[j % m], rows_i[i % m]
-            after = _group_score(np.stack([a[new_i], a[new_j]]), n, m).sum()
-            if after > before + 1e-9:
-                perm[gi * m : (gi + 1) * m], perm[gj * m : (gj + 1) * m] = new_i, new_j
+        for pos in range(c):
+            gi, si = divmod(pos, m)
+            others = np.flatnonzero(np.arange(c) // m != gi)
+            if others.size > candidates:
+                others = rng.choice(others, candidates, replace=False)
+            cur = a[perm].reshape(groups, m, -1)
+            base = _group_score(cur, n, m)
+            new_i = np.repeat(cur[gi][None], others.size, axis=0)
+            new_i[:, si] = a[perm[others]]
+            gj, sj = np.divmod(others, m)
+            new_j = cur[gj].copy()
+            new_j[np.arange(others.size), sj] = a[perm[pos]]
+            gain = _group_score(new_i, n, m) + _group_score(new_j, n, m) - base[gi] - base[gj]
+            best = int(np.argmax(gain))
+            if gain[best] > 1e-9 * max(float(base.sum()), 1.0):
+                other = others[best]
+                perm[pos], perm[other] = perm[other], perm[pos]
                 improved = True
-        if not improved or budget <= 0:
+        if not improved:
             break
     return perm
 
 
 def permute_channels(
-    module: nn.Module, input_shape: tuple[int, ...], layers: dict[str, nn.Module], n: int, m: int, evals: int
+    module: nn.Module, input_shape: tuple[int, ...], layers: dict[str, nn.Module], n: int, m: int, sweeps: int = 4
 ) -> dict[str, Any]:
     """Reorder the channels of every coupled group read by masked layers (function-preserving).
 
@@ -212,7 +223,7 @@ def permute_channels(
             pos = {int(c): k for k, c in enumerate(graph.slot_classes[si])}
             w = mods[s.module].weight.detach().abs().movedim(s.dim, 0).reshape(len(pos), -1).numpy()
             mats.append(w[[pos[int(c)] for c in ref_order]])
-        perm = search_permutation(np.concatenate(mats, axis=1), n, m, evals, seed=gi)
+        perm = search_permutation(np.concatenate(mats, axis=1), n, m, sweeps, seed=gi)
         if (perm == np.arange(perm.size)).all():
             continue
         new_order = ref_order[perm]
@@ -346,7 +357,7 @@ def prune_nm(model: Model, config: NMConfig, ctx: Context | None = None) -> tupl
     metrics: dict[str, Any] = {"pattern": f"{n}:{m}", "mode": config.mode}
     metrics["kept_magnitude"] = kept_magnitude(layers, n, m)
     if config.permute and layers:
-        perm = permute_channels(out.module, shape, layers, n, m, config.permute_evals)
+        perm = permute_channels(out.module, shape, layers, n, m, config.permute_sweeps)
         metrics["permutation"] = perm
         metrics["kept_magnitude"] = perm["kept_after"]
     apply_masks(layers, n, m)
