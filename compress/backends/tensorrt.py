@@ -435,9 +435,9 @@ def _build(plan: BuildPlan, work: Path, trt) -> None:
         try:
             engine = plan.engine()
         except Exception as e:  # Polygraphy raises PolygraphyException after logging the builder's errors
+            last = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
             raise BackendError(
-                f"TensorRT could not build {plan.onnx.name}: {str(e).strip().splitlines()[-1][:300]} "
-                f"(see {work / 'build.log'})"
+                f"TensorRT could not build {plan.onnx.name}: {last} (see {work / 'build.log'})"
             ) from None
     finally:
         G_LOGGER.log_file = previous
@@ -510,7 +510,8 @@ class TensorRTSession(Session):
         require_cuda("the tensorrt backend")
         self.trt, self.options, self.path = trt, options, path
         self.logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(path.read_bytes())
+        self.runtime = trt.Runtime(self.logger)  # must outlive the engine
+        self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise BackendError(
                 f"{path}: TensorRT {trt.__version__} cannot load this engine (built by another TensorRT version "
@@ -572,16 +573,22 @@ class TensorRTSession(Session):
         import torch
 
         self.validate(x)
-        self._static = (xt := self._device_input(x)), self._bind(xt)
-        ctx, handle = self.context, self.stream.cuda_stream
+        xt = self._device_input(x)
+        self._static = xt, self._bind(xt)  # the buffers must live as long as the runner
+        ctx, stream, handle = self.context, self.stream, self.stream.cuda_stream
         ctx.execute_async_v3(handle)  # the first enqueue after a shape change does setup work
         self.stream.synchronize()
         if not self.options.cuda_graph:
             return lambda: ctx.execute_async_v3(handle)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self.stream):
-            ctx.execute_async_v3(self.stream.cuda_stream)
-        return graph.replay
+        with torch.cuda.graph(graph, stream=stream):
+            ctx.execute_async_v3(handle)
+
+        def replay():  # on the timer's stream: replay() launches on the current one
+            with torch.cuda.stream(stream):
+                graph.replay()
+
+        return replay
 
     def timer(self) -> CudaEventTimer:
         return CudaEventTimer(self.stream)

@@ -74,7 +74,12 @@ class TorchCudaSession(Session):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=stream):
             self._static_out = self._forward(static_x)
-        return graph.replay
+
+        def replay():  # on the timer's stream: replay() launches on the current one
+            with torch.cuda.stream(stream):
+                graph.replay()
+
+        return replay
 
     def timer(self) -> CudaEventTimer:
         return CudaEventTimer(self.stream)

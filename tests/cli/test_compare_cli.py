@@ -179,3 +179,37 @@ def test_random_inputs_follow_the_seed(models):
     two = np.concatenate(list(batches(sess, cfg)))
     other = np.concatenate(list(batches(sess, CompareConfig(input_shape=(3, 8, 8), samples=5, seed=1))))
     assert one.shape == (5, 3, 8, 8) and np.array_equal(one, two) and not np.array_equal(one, other)
+
+
+def test_build_writes_a_run_dir_with_engine_log_and_layers(models, tmp_path, monkeypatch):
+    """`compress build`'s run directory, with TensorRT's build itself stood in for (no GPU here)."""
+    pytest.importorskip("polygraphy")
+    import types
+
+    import compress.backends.cuda as cuda
+    import compress.backends.tensorrt as trt_backend
+
+    def fake_build(plan, work, trt):
+        (work / "engine.plan").write_bytes(b"engine")
+        (work / "build.log").write_text("built\n")
+        (work / "layers.json").write_text(json.dumps({"Layers": [{"Outputs": [{"Format/Datatype": "Int8"}]}]}))
+
+    monkeypatch.setattr(trt_backend, "require_tensorrt", lambda: types.SimpleNamespace(__version__="10.99.0"))
+    monkeypatch.setattr(trt_backend, "_build", fake_build)
+    monkeypatch.setattr(cuda, "require_cuda", lambda what: None)
+    monkeypatch.setattr(cuda, "gpu_name", lambda index=0: "NVIDIA H200")
+    a, _, _ = models
+    out = tmp_path / "trt"
+    args = ["build", a, "--shapes", "1x3x8x8:4x3x8x8:8x3x8x8", "--sparse-weights", "--out", out]
+    r = _run(*args, "--cache-dir", tmp_path / "cache")
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["command"] == "build" and manifest["status"] == "complete"
+    assert {"engine", "build_log", "layers"} <= set(manifest["artifacts"])
+    build = manifest["metrics"]["build"]
+    assert build["gpu"] == "NVIDIA H200" and build["flags"]["sparse_weights"] is True
+    assert build["layers"]["by_precision"] == {"int8": 1}
+    r = _run(*args, "--cache-dir", tmp_path / "cache")
+    assert r.exit_code == 2 and "exists" in r.output  # a run directory is not replaced without --force
+    r = _run(*args, "--cache-dir", tmp_path / "cache", "--force")
+    assert r.exit_code == 0 and "from the cache" in r.output

@@ -218,3 +218,46 @@ def test_backends_resolve_lazily_and_know_their_artifact():
     ]
     with pytest.raises(BackendError, match="unknown backend 'trt'; available:"):
         artifact_role("trt")
+
+
+def test_engine_cache_reuses_an_engine_only_for_the_same_gpu_and_flags(tmp_path, monkeypatch):
+    """The cache logic of build_engine, with the TensorRT build itself stood in for (no GPU here)."""
+    import types
+
+    import compress.backends.cuda as cuda
+    import compress.backends.tensorrt as trt_backend
+
+    fake_trt = types.SimpleNamespace(__version__="10.99.0", Builder=object)
+    gpu = {"name": "NVIDIA H200"}
+    builds = []
+
+    def fake_build(plan, work, trt):
+        builds.append(plan.flags)
+        (work / "engine.plan").write_bytes(b"engine for " + gpu["name"].encode())
+        (work / "build.log").write_text("built\n")
+        (work / "layers.json").write_text(json.dumps({"Layers": [{"Outputs": [{"Format/Datatype": "Half"}]}]}))
+
+    monkeypatch.setattr(trt_backend, "require_tensorrt", lambda: fake_trt)
+    monkeypatch.setattr(trt_backend, "_build", fake_build)
+    monkeypatch.setattr(cuda, "require_cuda", lambda what: None)
+    monkeypatch.setattr(cuda, "gpu_name", lambda index=0: gpu["name"])
+    path = small_onnx(tmp_path / "m.onnx", batch=2)
+    cfg = trt_backend.TensorRTBuildConfig(cache_dir=str(tmp_path / "cache"))
+
+    def build(name, config=cfg):
+        work = tmp_path / name
+        work.mkdir()
+        return trt_backend.build_engine(path, config, work_dir=work), work
+
+    first, _ = build("a")
+    second, work_b = build("b")
+    assert (first["cache_hit"], second["cache_hit"], len(builds)) == (False, True, 1)
+    assert (work_b / "engine.plan").read_bytes() == b"engine for NVIDIA H200"
+    assert second["layers"]["by_precision"] == {"fp16": 1}
+    gpu["name"] = "NVIDIA L4"
+    third, work_c = build("c")
+    assert not third["cache_hit"] and third["cache_key"] != first["cache_key"] and len(builds) == 2
+    sparse, _ = build("d", trt_backend.TensorRTBuildConfig(cache_dir=str(tmp_path / "cache"), sparse_weights=True))
+    assert not sparse["cache_hit"] and builds[-1]["sparse_weights"] is True
+    again, _ = build("e", trt_backend.TensorRTBuildConfig(cache_dir=str(tmp_path / "cache"), use_cache=False))
+    assert not again["cache_hit"] and len(builds) == 4
