@@ -316,13 +316,13 @@ def convert_fp16(src: Path, dst: Path) -> Path:
 
 
 class quiet_polygraphy:
-    """Polygraphy logs to stdout at INFO; keep it to errors while only loaders are being made."""
+    """Polygraphy logs to stdout at INFO; keep it quiet where compress reports the outcome itself."""
 
     def __enter__(self):
         from polygraphy.logger import G_LOGGER
 
         self._severity, self._colors = G_LOGGER.module_severity, G_LOGGER.colors
-        G_LOGGER.module_severity = G_LOGGER.ERROR
+        G_LOGGER.module_severity = G_LOGGER.CRITICAL
         G_LOGGER.colors = False
         return self
 

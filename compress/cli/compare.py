@@ -36,6 +36,9 @@ def compare(
     batch_size: int = typer.Option(8, "--batch-size", "-b", help="Inputs per call."),
     input_shape: str | None = opt.InputShape,
     seed: int = typer.Option(0, "--seed", help="Seed of the random inputs."),
+    via: str = typer.Option(
+        "compress", "--via", help="compress (any backend) or polygraphy (its Comparator: onnxruntime, tensorrt)."
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="Write every figure to this JSON file."),
     force: bool = opt.Force,
 ) -> None:
@@ -43,7 +46,7 @@ def compare(
     output: abs/rel error (max, mean, median, p99), top-1 agreement for classifiers, and PASS when no
     element is off by more than --atol and --rtol at once (Polygraphy's rule). Exit 0 pass, 1 fail."""
     from compress.cli.common import check_output_file, console
-    from compress.compare import CompareConfig
+    from compress.compare import CompareConfig, compare_polygraphy
     from compress.compare import compare as run_compare
     from compress.data import load_data
     from compress.env import environment
@@ -54,6 +57,8 @@ def compare(
         names *= 2
     if len(names) != 2:
         raise CompressError(f"--backends takes one or two names, got '{backends}'")
+    if via not in ("compress", "polygraphy"):
+        raise CompressError(f"unknown --via '{via}'; available: compress, polygraphy")
     check_output_file(json_out, force=force, inputs=(a, b))
     bundle = None
     if data is not None:
@@ -69,7 +74,7 @@ def compare(
         seed=seed,
         min_top1_agreement=min_top1,
     )
-    result = run_compare(a, b, cfg, data=bundle)
+    result = (compare_polygraphy if via == "polygraphy" else run_compare)(a, b, cfg, data=bundle)
     result["data"] = data
     result["environment"] = environment()
     console().print(render(result))

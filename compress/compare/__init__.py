@@ -137,6 +137,91 @@ def compare(a: str | Path, b: str | Path, config: CompareConfig | None = None, *
     }
 
 
+def compare_polygraphy(
+    a: str | Path, b: str | Path, config: CompareConfig | None = None, *, data: Any = None
+) -> dict[str, Any]:
+    """The same comparison run by Polygraphy's `Comparator` (`OnnxrtRunner` on the CPU, `TrtRunner` for
+    engines): its runners compute the outputs and `Comparator.compare_accuracy` with
+    `CompareFunc.simple(atol, rtol)` gives the verdict; the statistics are ours, from its outputs."""
+    from compress.backends.tensorrt import require_polygraphy
+
+    config = config or CompareConfig()
+    config.validate()
+    require_polygraphy()
+    from polygraphy.comparator import Comparator, CompareFunc
+
+    from compress.backends.tensorrt import quiet_polygraphy
+
+    sa, fa = load_session(a, config.backends[0], config.device)
+    runners = [
+        _pg_runner(fa, config.backends[0], "A"),
+        _pg_runner(_artifact(b, config.backends[1]), config.backends[1], "B"),
+    ]
+    feeds = [{sa.input_name: x.astype(sa.input_dtype)} for x in batches(sa, config, data)]
+    if not feeds:
+        raise DataError("no inputs to compare (the data's validation split is empty)")
+    with quiet_polygraphy():
+        results = Comparator.run(runners, data_loader=feeds)
+        verdict = Comparator.compare_accuracy(
+            results, compare_func=CompareFunc.simple(atol=config.atol, rtol=config.rtol)
+        )
+    (_, iters_a), (_, iters_b) = results
+    names = list(iters_a[0].keys())
+    # Polygraphy >= 0.53 returns one AccuracyResult per compare function in a list; older, the result itself
+    accuracy = verdict if hasattr(verdict, "values") else verdict[0]
+    per_pair = next(iter(accuracy.values()))
+    outputs = {}
+    for name in names:
+        va = np.concatenate([np.asarray(it[name], dtype=np.float64) for it in iters_a])
+        vb = np.concatenate([np.asarray(it[name], dtype=np.float64) for it in iters_b])
+        outputs[name] = output_stats(va, vb, config.atol, config.rtol)
+        per_iter = [bool(cmp[name]) for cmp in per_pair if name in cmp]
+        outputs[name]["passed"] = all(per_iter)  # Polygraphy's verdict
+    passed = bool(verdict)
+    if config.min_top1_agreement is not None:
+        for o in outputs.values():
+            if "top1_agreement" in o and o["top1_agreement"] < config.min_top1_agreement:
+                o["passed"] = passed = False
+    return {
+        "a": {"path": str(fa), "backend": config.backends[0], "runner": runners[0].name},
+        "b": {"path": str(_artifact(b, config.backends[1])), "backend": config.backends[1], "runner": runners[1].name},
+        "inputs": {
+            "source": "data" if data is not None else "random",
+            "samples": sum(len(next(iter(f.values()))) for f in feeds),
+            "seed": config.seed,
+        },
+        "tolerance": {"atol": config.atol, "rtol": config.rtol, "min_top1_agreement": config.min_top1_agreement},
+        "via": "polygraphy Comparator",
+        "outputs": outputs,
+        "passed": passed,
+    }
+
+
+def _artifact(path: str | Path, backend: str) -> Path:
+    from compress.backends import artifact_role
+    from compress.models.sources import resolve_model_path
+
+    return resolve_model_path(str(path), artifact_role(backend))
+
+
+def _pg_runner(path: Path, backend: str, name: str):
+    """Polygraphy's runner for an ONNX Runtime model (CPU provider) or a TensorRT engine."""
+    if backend == "onnxruntime":
+        from polygraphy.backend.common import BytesFromPath
+        from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+        return OnnxrtRunner(SessionFromOnnx(BytesFromPath(str(path)), providers=["CPUExecutionProvider"]), name=name)
+    if backend == "tensorrt":
+        from polygraphy.backend.common import BytesFromPath
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+        from compress.backends.tensorrt import require_tensorrt
+
+        require_tensorrt()
+        return TrtRunner(EngineFromBytes(BytesFromPath(str(path))), name=name)
+    raise BackendError(f"Polygraphy's Comparator runs onnxruntime and tensorrt, not '{backend}'; use --via compress")
+
+
 def output_stats(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> dict[str, Any]:
     """Error statistics of B against the reference A, and the elementwise tolerance verdict."""
     absdiff = np.abs(a - b)
@@ -174,4 +259,4 @@ def _stats(v: np.ndarray) -> dict[str, float]:
     }
 
 
-__all__ = ["CompareConfig", "compare", "output_stats"]
+__all__ = ["CompareConfig", "compare", "compare_polygraphy", "output_stats"]

@@ -213,3 +213,24 @@ def test_build_writes_a_run_dir_with_engine_log_and_layers(models, tmp_path, mon
     assert r.exit_code == 2 and "exists" in r.output  # a run directory is not replaced without --force
     r = _run(*args, "--cache-dir", tmp_path / "cache", "--force")
     assert r.exit_code == 0 and "from the cache" in r.output
+
+
+def test_polygraphy_comparator_gives_the_same_verdict(models, tmp_path):
+    pytest.importorskip("polygraphy")
+    a, b, _ = models
+    common = ["compare", a, b, "--input-shape", "3,8,8", "--samples", "12", "--via", "polygraphy"]
+    out = tmp_path / "pg.json"
+    tight = _run(*common, "--atol", "1e-5", "--rtol", "1e-5", "--json", out)
+    assert tight.exit_code == 1, tight.output
+    res = json.loads(out.read_text())
+    assert res["via"] == "polygraphy Comparator" and res["a"]["runner"] == "A" and not res["passed"]
+    ours = _run("compare", a, b, "--input-shape", "3,8,8", "--samples", "12", "--json", tmp_path / "ours.json")
+    assert ours.exit_code == 1
+    mine = json.loads((tmp_path / "ours.json").read_text())["outputs"]
+    assert [v["abs"] for v in mine.values()] == [v["abs"] for v in res["outputs"].values()]  # same inputs, outputs
+    loose = _run(*common, "--atol", "10", "--rtol", "10")
+    assert loose.exit_code == 0, loose.output
+    r = _run(
+        "compare", a, models[2], "--backends", "onnxruntime,torch", "--via", "polygraphy", "--input-shape", "3,8,8"
+    )
+    assert r.exit_code == 2 and "use --via compress" in r.output
