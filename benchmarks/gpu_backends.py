@@ -2,8 +2,9 @@
 
 Every variant goes through compress's own backends and harness (`compress.bench.bench`): torch-cuda
 eager, torch.compile and CUDA graphs, fp32 and fp16 (the 2:4 variant also with semi-structured Linear
-layers), and TensorRT engines built by `compress.backends.tensorrt` where TensorRT is installed (the
-INT8 variant from its Q/DQ, the 2:4 one with sparse weights). Timed with CUDA events after warm-up;
+layers), and TensorRT engines built by `compress.backends.tensorrt` where TensorRT is installed (INT8
+from compress's `int8 --target tensorrt` Q/DQ graph, which needs NNCF; the 2:4 one with sparse weights).
+Timed with CUDA events after warm-up;
 GPU compute and the host's end-to-end latency both recorded, with the device's name, driver and
 clocks. Ratios are within this one process, variant by variant on the same card.
 
@@ -29,7 +30,6 @@ from _common import write_result  # noqa: E402
 def variants(arch: str, shape: tuple[int, int, int], work: Path, *, onnx: bool = True) -> dict[str, dict]:
     """name -> {"pt": checkpoint, "onnx": file or None, "note": ...}; each variant built independently.
     ONNX files (for TensorRT) only with `onnx`."""
-    import torch
 
     from compress.export.onnx import ExportConfig, export_onnx
     from compress.models import load_model, save_model
@@ -74,12 +74,30 @@ def variants(arch: str, shape: tuple[int, int, int], work: Path, *, onnx: bool =
         keep(
             "int8_fake_quant",
             fq,
-            "torch.ao QAT fake-quant (symmetric signed INT8: per-channel weights, per-tensor activations)",
+            "torch.ao QAT fake-quant modules (what simulated INT8 costs on the GPU; not a TensorRT INT8 graph)",
             ExportConfig(exporter="torchscript", opset=17),  # fake-quant modules fail under dynamo
         )
     except Exception as e:
         out["int8_fake_quant"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    if onnx:  # for TensorRT: compress's own INT8 with TensorRT's Q/DQ rules (needs NNCF)
+        try:
+            from compress.api import quantize
+            from compress.data import DataConfig, load_data
+            from compress.quantize.int8 import Int8Config
+
+            c, h, w = shape
+            data = load_data(DataConfig(name=f"synthetic:{c}x{h}x{w}", limit=64, calib_size=32))
+            res = quantize(
+                dense.copy(), Int8Config(target="tensorrt", calib_size=32, speed_check=False), data=data, workdir=work
+            )
+            if res.onnx is None or not Path(res.onnx).is_file():
+                raise RuntimeError("the int8 method wrote no ONNX file")
+            q = Path(res.onnx)
+            out["int8_qdq"] = {"pt": None, "model": None, "onnx": q, "note": "compress int8 --target tensorrt (NNCF)"}
+        except Exception as e:
+            out["int8_qdq"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        if out.get("int8_fake_quant", {}).get("onnx"):
+            out["int8_fake_quant"]["onnx"] = None  # torch's fake-quant export is not TensorRT's Q/DQ (uint8 weights)
     return out
 
 
@@ -146,7 +164,7 @@ def main() -> None:
             ("cuda graph fp16", {"cuda_graph": True}, "fp16"),
         ]
         for name, v in built.items():
-            if "error" in v:
+            if "error" in v or (v["pt"] is None and v["model"] is None):
                 continue
             for batch in batches:
                 for label, opts, precision in modes:
