@@ -1,6 +1,6 @@
 """A torchvision network dense vs channel-pruned vs INT8 fake-quant vs 2:4 sparse, through the GPU backends.
 
-Every variant goes through compress's own backends and harness (`compress.bench.bench`): torch-cuda
+Every variant goes through compress's own backends and latency harness (the backend's timer): torch-cuda
 eager, torch.compile and CUDA graphs, fp32 and fp16 (the 2:4 variant also with semi-structured Linear
 layers), and TensorRT engines built by `compress.backends.tensorrt` where TensorRT is installed (INT8
 from compress's `int8 --target tensorrt` Q/DQ graph, which needs NNCF; the 2:4 one with sparse weights).

@@ -557,7 +557,12 @@ class TensorRTSession(Session):
         return torch.from_numpy(np.ascontiguousarray(x)).to("cuda", self._torch_dtype(self.input_name))
 
     def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name; a batch above the profile's maximum runs in slices of that size."""
         self.validate(x)
+        limit = self._max_batch()
+        if limit and x.shape[0] > limit:
+            parts = [self.run_all(x[i : i + limit]) for i in range(0, x.shape[0], limit)]
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         xt = self._device_input(x)
         outs = self._bind(xt)
         if not self.context.execute_async_v3(self.stream.cuda_stream):
@@ -567,6 +572,14 @@ class TensorRTSession(Session):
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.run_all(x)[self.outputs[0]]
+
+    def _max_batch(self) -> int | None:
+        if self.input_shape[0] is not None:
+            return None  # a fixed batch: validate() has checked it
+        try:
+            return int(self.engine.get_tensor_profile_shape(self.input_name, 0)[2][0])
+        except Exception:  # no profile information: let TensorRT judge the shape
+            return None
 
     def runner(self, x: np.ndarray):
         """One enqueue on device-resident buffers (a CUDA graph's replay with --cuda-graph)."""
