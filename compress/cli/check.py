@@ -128,6 +128,16 @@ def check(
             from compress.data import load_data
 
             bundle = load_data(data_config(data, task=task, image_size=image_size, channels=channels, limit=limit))
+            from compress.data import prepare_for_model
+            from compress.models.preprocess import preprocessing_of_file
+
+            preps = [preprocessing_of_file(p) for p in paths]
+            if preps[0] != preps[1]:
+                raise CompressError(
+                    "the baseline and the candidate expect differently prepared inputs (see their "
+                    "compress.preprocessing metadata, e.g. one has it baked in); export both the same way"
+                )
+            bundle = prepare_for_model(bundle, preps[0])
         ref = None
         if weights is not None and reference is None:
             raise CompressError("--weights goes with --reference (the PyTorch model to compare against)")

@@ -76,3 +76,19 @@ def describe_preprocessing(prep: dict[str, Any]) -> str:
     if prep.get("interpolation"):
         parts.append(str(prep["interpolation"]))
     return "; ".join(parts)
+
+
+def preprocessing_of_file(path) -> dict[str, Any]:
+    """What the inputs of a deployed file need: an ONNX file's `compress.preprocessing` metadata, less
+    the mean/std when they are baked into its graph; {} for anything else."""
+    from pathlib import Path
+
+    if Path(path).suffix != ".onnx":
+        return {}
+    from compress.export.onnx import read_preprocessing
+
+    prep = dict(read_preprocessing(path))
+    if prep.pop("baked", False):
+        prep.pop("mean", None)
+        prep.pop("std", None)
+    return prep

@@ -102,13 +102,29 @@ def calibration_batches(data: Any, size: int, batch_size: int = 32) -> list[torc
     return [x for x, _ in loader]
 
 
-def ort_metrics(path: Path, data: Any, batch_size: int = 64) -> dict[str, float]:
-    """The task metrics of an ONNX file, computed through ONNX Runtime on the validation split."""
+def ort_metrics(path: Path, data: Any, batch_size: int = 64, *, reference: Path | None = None) -> dict[str, float]:
+    """The task metrics of an ONNX file, computed through ONNX Runtime on the validation split.
+
+    Data without labels has no task metric: with a `reference` ONNX file (the float model), the
+    figure is then the top-1 agreement with it (`metric_for`)."""
     from compress.backends import get_backend
     from compress.bench import evaluate_session
 
     session = get_backend("onnxruntime").load(path)
-    return evaluate_session(session, data.val, data.task, batch_size)
+    if getattr(data, "labelled", True) or reference is None:
+        return evaluate_session(session, data.val, data.task, batch_size)
+    from compress.bench.fidelity import measure_fidelity, session_runner
+
+    ref = session_runner(get_backend("onnxruntime").load(reference))
+    figures = measure_fidelity(session_runner(session), ref, data.val, data.task, batch_size=batch_size)
+    return {k: v for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def metric_for(task: str, data: Any) -> tuple[str, bool]:
+    """The figure an accuracy budget watches: the task's metric, or top-1 agreement without labels."""
+    if not getattr(data, "labelled", True):
+        return ("top1_agreement", True) if task == "classification" else ("psnr", True)
+    return primary(task)
 
 
 def primary(task: str) -> tuple[str, bool]:

@@ -27,8 +27,8 @@ from compress.models.model import Model
 from compress.quantize._common import (
     calibration_batches,
     file_size,
+    metric_for,
     ort_metrics,
-    primary,
     quantizable_layers,
     workdir,
 )
@@ -116,8 +116,8 @@ def int8(model: Model, config: Int8Config, ctx: Context) -> Result:
 
     float_path = out_dir / "float.onnx"
     _export_float(base, float_path)
-    metric_name, higher = primary(base.task)
-    float_metrics = ort_metrics(float_path, ctx.data)
+    metric_name, higher = metric_for(base.task, ctx.data)
+    float_metrics = ort_metrics(float_path, ctx.data, reference=float_path)
     out_path = out_dir / "model.onnx"
     placement: dict[str, int] = {}
 
@@ -126,7 +126,7 @@ def int8(model: Model, config: Int8Config, ctx: Context) -> Result:
             placement.update(quantize_onnx(float_path, out_path, calib, config, ignore))
         else:
             placement.update(quantize_torch(base, out_path, calib, config, ignore, ctx))
-        return ort_metrics(out_path, ctx.data)
+        return ort_metrics(out_path, ctx.data, reference=float_path)
 
     def drop_of(metrics: dict[str, float]) -> float:
         d = float_metrics[metric_name] - metrics[metric_name]

