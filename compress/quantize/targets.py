@@ -2,8 +2,8 @@
 
 `rules_for(target)` returns a `QdqRules`: what to ask NNCF for (per-tensor activations, signed INT8)
 and which graph rewrites of `compress.quantize.rewrite` turn NNCF's Q/DQ graph into one the runtime
-runs as integer kernels. ONNX Runtime's rules are `compress.backends.onnxruntime.INT8_RULES`.
-TensorRT's are below, as they have always been, until the project has a `backends/tensorrt.py`.
+runs as integer kernels. ONNX Runtime's rules are `compress.backends.onnxruntime.INT8_RULES`,
+TensorRT's `compress.backends.tensorrt.INT8_RULES`.
 """
 
 from __future__ import annotations
@@ -30,18 +30,13 @@ class QdqRules:
     signed_only: bool = False
 
 
-# TensorRT: symmetric signed INT8, weights per channel, activations per tensor; it fuses Q/DQ itself
-# (shared/docs/deployment.md), so NNCF's placement stays as it is.
-TENSORRT_RULES = {"activations_per_tensor": True, "rewrites": (), "signed_only": True}
-
-
 def rules_for(target: str) -> QdqRules:
     if target == "onnxruntime":
         from compress.backends.onnxruntime import INT8_RULES
 
         raw = INT8_RULES
     elif target == "tensorrt":
-        raw = TENSORRT_RULES
+        from compress.backends.tensorrt import INT8_RULES as raw
     else:
         raise RecipeError(f"unknown INT8 target '{target}'; available: onnxruntime, tensorrt")
     return QdqRules(
