@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.utils._python_dispatch
 from torch import nn
 
 from compress.errors import ModelError, RecipeError
@@ -16,10 +17,46 @@ from compress.train.loop import TrainConfig, train
 
 
 def measure(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
-    """(MACs of one sample, parameter count), counted with torch's FlopCounterMode."""
+    """(MACs of one sample, parameter count), counted with torch's FlopCounterMode formulas.
+
+    The same per-op formulas as `compress.analysis.count_macs`, without its per-module bookkeeping and
+    autograd; nn.MultiheadAttention (whose fused path only shows with autograd on) goes through it.
+    """
     from compress.analysis import count_macs, count_params
 
-    return int(count_macs(module, tuple(input_shape))), int(count_params(module))
+    if any(isinstance(m, nn.MultiheadAttention) for m in module.modules()):
+        return int(count_macs(module, tuple(input_shape))), int(count_params(module))
+    counter = _MacCounter()
+    was = module.training
+    module.eval()
+    try:
+        with torch.no_grad(), counter:
+            module(torch.zeros(1, *input_shape))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ModelError(f"the model does not accept inputs of shape {list(input_shape)} ({first})") from None
+    finally:
+        module.train(was)
+    return int(counter.flops // 2), int(count_params(module))
+
+
+class _MacCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    """Sum of torch.utils.flop_counter's formulas over the aten ops of one forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torch.utils.flop_counter import flop_registry
+
+        self.registry = flop_registry
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = self.registry.get(func._overloadpacket)
+        if formula is not None:
+            self.flops += formula(*args, **kwargs, out_val=out)
+        return out
 
 
 @dataclass
