@@ -139,6 +139,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="keep the finished cells of an interrupted run")
+    p.add_argument("--summarise-only", action="store_true", help="tables from the finished cells only")
     p.add_argument("--epochs", default=None, help="comma-separated budgets (default: the grid's)")
     p.add_argument("--methods", default=None, help="comma-separated methods (default: the grid's)")
     args = p.parse_args()
@@ -149,7 +150,12 @@ def main() -> None:
     t0 = time.perf_counter()
     tspec, tkw, tcfg = grid["teacher"]
     teacher = load_model(tspec, num_classes=10, input_shape=data.input_shape, kwargs=tkw, seed=0)
-    teacher_acc = train(teacher.module, data, tcfg, show_progress=False).metrics["accuracy"]
+    partial = Path(args.out).with_suffix(".partial.json")
+    if args.summarise_only:  # the finished cells of an interrupted run, without training anything
+        rows = json.loads(partial.read_text())
+        teacher_acc = rows[0]["teacher_accuracy"]
+    else:
+        teacher_acc = train(teacher.module, data, tcfg, show_progress=False).metrics["accuracy"]
     print(f"teacher {tspec}: {teacher_acc:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     cells = grid["cells"]
     if args.epochs:
@@ -157,8 +163,7 @@ def main() -> None:
     if args.methods:
         cells = {e: args.methods.split(",") for e in cells}
     sspec, skw = grid["student"]
-    rows = []
-    partial = Path(args.out).with_suffix(".partial.json")
+    rows = rows if args.summarise_only else []
     if args.resume and partial.exists():  # an interrupted run: keep its finished cells (same teacher)
         rows = json.loads(partial.read_text())
         assert all(r["teacher_accuracy"] == teacher_acc for r in rows), "the teacher differs; rerun from scratch"
@@ -166,7 +171,7 @@ def main() -> None:
     for epochs, methods in cells.items():
         for method in methods:
             for seed in range(args.seeds):
-                if (epochs, method, seed) in done:
+                if (epochs, method, seed) in done or args.summarise_only:
                     continue
                 student = load_model(sspec, num_classes=10, input_shape=data.input_shape, kwargs=skw, seed=seed)
                 s0 = time.perf_counter()
@@ -184,7 +189,7 @@ def main() -> None:
     d = grid["data"]
     title = (
         f"digits {d.image_size}x{d.image_size}x{d.channels}, {len(data.train)} train / {len(data.val)} val; "
-        f"teacher {tspec} {teacher_acc:.2%}; student {sspec} {skw}; {args.seeds} seeds"
+        f"teacher {tspec} {teacher_acc:.2%}; student {sspec} {skw}; up to {args.seeds} seeds"
     )
     md = markdown(summary, title)
     Path(args.out).with_suffix(".md").write_text(md)
