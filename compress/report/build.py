@@ -67,6 +67,7 @@ def _row(name: str, path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         "macs": m.get("macs"),
         "size_bytes": m.get("size_bytes"),
         "bits_per_weight": m.get("bits_per_weight", 32.0 if m.get("params") else None),
+        "int8_ops": m.get("int8_ops"),  # what ONNX Runtime really ran as integer kernels ("49/49")
         "sparsity": m.get("sparsity"),
         "latency": {
             k: lat.get(k)
@@ -183,8 +184,8 @@ def markdown(report: dict[str, Any]) -> str:
         + (f" Fidelity (agreement, KL, PSNR) is to **{ref}**'s outputs on the same inputs." if ref else ""),
         "",
         f"| variant | steps | {metric} | Δ | p50 ms | p90 ms | p99 ms | speedup | size | params | MACs | bits/w |"
-        + "".join(f" {h} |" for _, h in fid),
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(fid),
+        " int8 ops |" + "".join(f" {h} |" for _, h in fid),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(fid),
     ]
     for r in report["variants"]:
         lat = r["latency"] or {}
@@ -193,8 +194,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['name']}{star} | {' → '.join(r['steps']) or '—'} | {fmt_metric(r['value'], metric)} | "
             f"{fmt_delta(r['delta'], metric)} | {_f(lat.get('p50_ms'))} | {_f(lat.get('p90_ms'))} | "
             f"{_f(lat.get('p99_ms'))} | {_x(r['speedup'])} | {fmt_bytes(r['size_bytes'])} | "
-            f"{fmt_count(r['params'])} | {fmt_count(r['macs'])} | {_f(r['bits_per_weight'], 1)} |"
-            + "".join(f" {fmt_fidelity(r, k)} |" for k, _ in fid)
+            f"{fmt_count(r['params'])} | {fmt_count(r['macs'])} | {_f(r['bits_per_weight'], 1)} | "
+            f"{r.get('int8_ops') or '—'} |" + "".join(f" {fmt_fidelity(r, k)} |" for k, _ in fid)
         )
     env = report["environment"]
     lines += [

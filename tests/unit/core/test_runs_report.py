@@ -85,6 +85,9 @@ def _variant(tmp_path, name, acc, p50, size):
 def test_report_speedup_delta_and_files(tmp_path):
     a = _variant(tmp_path, "big", 0.98, 2.0, 4000)
     b = _variant(tmp_path, "small", 0.96, 0.5, 1000)
+    manifest = json.loads((b / "manifest.json").read_text())
+    manifest["metrics"]["int8_ops"] = "37/49"  # what ORT ran as integer kernels
+    (b / "manifest.json").write_text(json.dumps(manifest))
     rep = build_report([a, b], tmp_path / "rep", baseline="big")
     small = next(r for r in rep["variants"] if r["name"] == "small")
     assert small["speedup"] == pytest.approx(4.0)
@@ -96,5 +99,6 @@ def test_report_speedup_delta_and_files(tmp_path):
     assert (tmp_path / "rep" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| small ★ |" in md and "4.00×" in md and "-2.00 pt" in md
+    assert "int8 ops" in md and "| 37/49 |" in md and small["int8_ops"] == "37/49"
     with pytest.raises(RunDirError, match="baseline 'nope'"):
         build_report([a], tmp_path / "rep2", baseline="nope")
