@@ -36,6 +36,7 @@ MINIMUM = {
     )
 }  # fmt: skip
 MINIMUM["opset"] = 7
+MAXIMUM = {"image_size": 4096, "channels": 3, "batch_size": 1 << 16, "eval_batch_size": 1 << 16}
 FRACTIONS = {
     "val_fraction", "ratio", "target_macs", "target_params", "max_group_ratio", "confidence", "momentum",
     "distill_alpha", "min_area", "max_area", "sample_weight",
@@ -90,6 +91,7 @@ def _check_range(name: str, value: Any, f: dataclasses.Field, where: str) -> Non
             lo = MINIMUM[name]
         elif name not in SIGNED:
             lo = 0
+        hi = MAXIMUM.get(name, hi)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         span = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
         raise RecipeError(f"{where}: must be {span}, got {value}")

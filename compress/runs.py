@@ -63,8 +63,14 @@ class RunLock:
             if same:  # not a lock file that its previous owner unlinked while we waited
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError:  # e.g. a full disk: leave no lock file behind
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            os.close(fd)
+            raise
         self.fd = fd
 
     def release(self) -> None:

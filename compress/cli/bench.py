@@ -44,7 +44,7 @@ def bench(
     agreement and KL, or PSNR for dense tasks), the metric for data without labels (images:PATH).
     Given a run directory, the figures are also recorded in its manifest."""
     from compress.backends import artifact_role
-    from compress.bench import BenchConfig, LatencyConfig
+    from compress.bench import BenchConfig
     from compress.bench import bench as run_bench
     from compress.cli.common import console
     from compress.data import load_data
@@ -80,15 +80,21 @@ def bench(
         ref = load_reference(
             reference, bundle, backend=backend, device=device, threads=threads, weights=weights, trust_code=trust_code
         )
-    cfg = BenchConfig(
-        backend=backend,
-        device=device,
-        threads=threads,
-        batch_size=batch_size,
-        compile=compile_,
-        cuda_graph=cuda_graph,
-        provider=provider,
-        latency=LatencyConfig(min_iters=min_iters, min_time_s=min_time, warmup_s=warmup),
+    from compress.config import from_dict
+
+    cfg = from_dict(  # numbers checked as in every command: finite, in range
+        BenchConfig,
+        {
+            "backend": backend,
+            "device": device,
+            "threads": threads,
+            "batch_size": batch_size,
+            "compile": compile_,
+            "cuda_graph": cuda_graph,
+            "provider": provider,
+            "latency": {"min_iters": min_iters, "min_time_s": min_time, "warmup_s": warmup},
+        },
+        where="bench options",
     )
     if bundle is not None and not bundle.labelled and ref is None:
         typer.echo("note: the data has no labels, so no accuracy; --reference MODEL measures fidelity", err=True)

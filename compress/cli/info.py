@@ -46,6 +46,11 @@ def info(
     out = console()
     if is_onnx_spec(model):
         from compress.analysis import onnx_summary
+        from compress.errors import CompressError
+
+        torch_only = [flag for flag, given in (("--prunable", prunable), ("--weights", loading.weights)) if given]
+        if torch_only:
+            raise CompressError(f"{torch_only[0]} needs a PyTorch model; {model} is an ONNX model")
 
         path = resolve_model_path(model, "onnx")
         if sparsity:

@@ -60,6 +60,15 @@ def _build_inputs(recipe, trust_code: bool) -> None:
         key = repr(to_dict(cfg))
         if key not in datasets:
             datasets[key] = load_data(cfg)
-        for ref, kwargs in ((step.model, step.model_kwargs), (step.teacher, None)):
-            if ref and ref not in names:
-                load_input(ref, datasets[key], kwargs=kwargs, trust_code=trust_code)
+        if step.model and step.model not in names:  # with its pretrained weights: a bad file fails here
+            load_input(
+                step.model,
+                datasets[key],
+                kwargs=step.model_kwargs,
+                trust_code=trust_code,
+                weights=step.weights,
+                weights_map=step.weights_map,
+                preprocessing=step.preprocessing or None,
+            )
+        if step.teacher and step.teacher not in names:
+            load_input(step.teacher, datasets[key], trust_code=trust_code)

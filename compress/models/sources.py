@@ -13,6 +13,7 @@ A model spec is one of:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ def _builtin(name: str, kwargs: dict[str, Any]) -> nn.Module:
 
     try:
         return BUILTIN.get(name)(**kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise ModelError(f"builtin:{name} rejects {short(kwargs)}: {short(str(e), 160)}") from None
 
 
@@ -202,6 +203,13 @@ def load_model(
         weights_map: "names" (keys must match) or "order" (same tensors in the same order, other names).
         preprocessing: overrides of the preprocessing the source knows (mean, std, input_size, ...).
     """
+    if weights_map not in ("names", "order"):
+        raise ModelError(f"--weights-map must be 'names' or 'order', got '{str(weights_map)[:20]}'")
+    if weights_map != "names" and weights is None:
+        raise ModelError("--weights-map goes with --weights")
+    for key, value in (kwargs or {}).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ModelError(f"{spec[:80]}: model argument {key} must be a finite number, got {value}")
     source, sep, name = spec.partition(":")
     if sep and not Path(spec).exists() and find_source(source):
         kw = dict(kwargs or {})

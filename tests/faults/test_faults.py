@@ -389,3 +389,46 @@ def test_a_checkpoint_with_wrong_tensor_shapes_is_refused_on_load(teacher, tmp_p
     payload["state_dict"][name] = torch.zeros(3, 1, 1, 1)
     torch.save(payload, tmp_path / "bad.pt")
     one_line(invoke("train", "--model", tmp_path / "bad.pt", *SMALL, "--out", tmp_path / "o"), 2, "do not fit")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["train", "--model", "builtin:simple_cnn", "--width", "nan"], "finite"),
+        (["train", "--model", "builtin:simple_cnn", "--image-size", "100000"], "between 1 and 4096"),
+        (["train", "--model", "builtin:simple_cnn", "--weights-map", "zap"], "'names' or 'order'"),
+        (["train", "--model", "builtin:simple_cnn", "--weights-map", "order"], "goes with --weights"),
+    ],
+)
+def test_adversarial_pass_findings_are_one_line_errors(args, fragment, tmp_path):
+    one_line(invoke(*args, "--out", tmp_path / "o"), 2, fragment)
+    assert leftovers(tmp_path) == []
+
+
+def test_bench_and_info_check_their_options(teacher, tmp_path):
+    assert invoke("export", teacher, "--out", tmp_path / "m.onnx").exit_code == 0
+    one_line(invoke("bench", tmp_path / "m.onnx", "--threads", "-1"), 2, "at least 0")
+    one_line(invoke("bench", tmp_path / "m.onnx", "--min-time", "nan"), 2, "finite")
+    one_line(invoke("info", tmp_path / "m.onnx", "--prunable"), 2, "needs a PyTorch model")
+
+
+def test_run_check_opens_the_weights_a_step_names(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: x\nsteps:\n  - {name: a, technique: train, method: as_is, model: torchvision:resnet18, "
+        f"weights: {tmp_path / 'missing.pt'}}}\n"
+    )
+    one_line(invoke("run", recipe, "--check"), 2, "model not found")
+
+
+def test_a_lock_file_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
+    import compress.runs as runs
+    from compress.runs import RunDir
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs.os, "write", full)
+    with pytest.raises(OSError):
+        RunDir(tmp_path / "r", "train")
+    assert list(tmp_path.iterdir()) == []
