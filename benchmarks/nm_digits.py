@@ -12,6 +12,7 @@ models run dense kernels (the figure is accuracy, not speed).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -47,8 +48,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--teacher-epochs", type=int, default=6)
     ap.add_argument("--finetune-epochs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the machine is shared)")
     ap.add_argument("--out", default="results/nm_digits.json")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     data = load_data(DATA)
     rows = {"teacher": [], "dense": [], "nm": [], "nm_perm": []}
@@ -69,6 +74,7 @@ def main() -> None:
             kept[key].append(m["kept_magnitude"])
             assert m["pattern_holds"]
         print(seed, {k: v[-1] for k, v in rows.items()}, flush=True)
+        Path(args.out).with_suffix(".partial.json").write_text(json.dumps({"rows": rows, "oneshot": oneshot}))
     summary = {k: mean_sd(v) for k, v in rows.items()}
     paired = {k: mean_sd([a - b for a, b in zip(rows[k], rows["dense"], strict=True)]) for k in ("nm", "nm_perm")}
     payload = {

@@ -18,6 +18,7 @@ sigma 0.1, a half-width DnCNN of depth 5. No GPU.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -52,7 +53,7 @@ def static_macs(module, shape, n, m):
     return sum(per.values()) - sum(per[k] for k in masked) * (1 - n / m)
 
 
-def run_task(name, seeds, teacher_epochs, ft_epochs, levels, shares):
+def run_task(name, seeds, teacher_epochs, ft_epochs, levels, shares, batch_size=64):
     cfg, arch, kw, key = TASKS[name]
     data = load_data(cfg)
     ch = cfg.channels
@@ -61,8 +62,8 @@ def run_task(name, seeds, teacher_epochs, ft_epochs, levels, shares):
         t0 = time.perf_counter()
         base = load_model(arch, in_channels=ch, num_classes=None if key == "psnr" else 10,
                           input_shape=data.input_shape, kwargs=kw, seed=seed)  # fmt: skip
-        train(base.module, data, TrainConfig(epochs=teacher_epochs, lr=3e-3, seed=seed))
-        ft = TrainConfig(epochs=ft_epochs, lr=1e-3, seed=seed)
+        train(base.module, data, TrainConfig(epochs=teacher_epochs, lr=3e-3, seed=seed, batch_size=batch_size))
+        ft = TrainConfig(epochs=ft_epochs, lr=1e-3, seed=seed, batch_size=batch_size)
         dense = base.copy()
         dense_q = train(dense.module, data, ft).metrics[key]
         routed_cfg = DynamicNMConfig(levels=levels, shares=shares, train=ft)
@@ -92,6 +93,7 @@ def run_task(name, seeds, teacher_epochs, ft_epochs, levels, shares):
             "seconds": round(time.perf_counter() - t0, 1),
         }
         print(name, row, flush=True)
+        Path(f"/tmp/nm_dynamic_{name}.partial.json").write_text(json.dumps(per_seed + [row], default=str))
         per_seed.append(row)
 
     def ms(k):
@@ -100,7 +102,8 @@ def run_task(name, seeds, teacher_epochs, ft_epochs, levels, shares):
 
     return {
         "data": f"{cfg.name} {cfg.task} {cfg.image_size}px, {len(data.train)} train / {len(data.val)} val",
-        "model": f"{arch} {kw}, {teacher_epochs} epochs dense; every variant {ft_epochs} fine-tune epochs (lr 1e-3)",
+        "model": f"{arch} {kw}, {teacher_epochs} epochs dense; every variant {ft_epochs} fine-tune epochs "
+        f"(lr 1e-3, batch {batch_size})",
         "metric": key,
         "levels": levels,
         "target_shares": shares,
@@ -126,11 +129,16 @@ def main() -> None:
     ap.add_argument("--teacher-epochs", type=int, default=8)
     ap.add_argument("--finetune-epochs", type=int, default=3)
     ap.add_argument("--levels", default="1:4,2:4,4:4")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the machine is shared)")
     ap.add_argument("--out", default="results/nm_dynamic_photos.json")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     levels = args.levels.split(",")
-    results = {t: run_task(t, args.seeds, args.teacher_epochs, args.finetune_epochs, levels, None)
+    results = {t: run_task(t, args.seeds, args.teacher_epochs, args.finetune_epochs, levels, None, args.batch_size)
                for t in args.tasks.split(",")}  # fmt: skip
     payload = {
         "benchmark": "nm_dynamic_photos",
