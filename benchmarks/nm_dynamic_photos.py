@@ -53,7 +53,7 @@ def static_macs(module, shape, n, m):
     return sum(per.values()) - sum(per[k] for k in masked) * (1 - n / m)
 
 
-def run_task(name, seeds, teacher_epochs, ft_epochs, levels, shares, batch_size=64):
+def run_task(name, seeds, teacher_epochs, ft_epochs, levels, shares, batch_size=64, balance=0.5, onehot=0.1):
     cfg, arch, kw, key = TASKS[name]
     data = load_data(cfg)
     ch = cfg.channels
@@ -66,7 +66,9 @@ def run_task(name, seeds, teacher_epochs, ft_epochs, levels, shares, batch_size=
         ft = TrainConfig(epochs=ft_epochs, lr=1e-3, seed=seed, batch_size=batch_size)
         dense = base.copy()
         dense_q = train(dense.module, data, ft).metrics[key]
-        routed_cfg = DynamicNMConfig(levels=levels, shares=shares, train=ft)
+        routed_cfg = DynamicNMConfig(
+            levels=levels, shares=shares, train=ft, balance_weight=balance, onehot_weight=onehot
+        )
         _, dyn = run_dynamic_nm(base, routed_cfg, Context(data=data))
         static = []
         for n in (1, 2, 3):
@@ -107,6 +109,8 @@ def run_task(name, seeds, teacher_epochs, ft_epochs, levels, shares, batch_size=
         "metric": key,
         "levels": levels,
         "target_shares": shares,
+        "balance_weight": balance,
+        "onehot_weight": onehot,
         "seeds": per_seed,
         "summary": {
             k: ms(k)
@@ -130,6 +134,8 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=3)
     ap.add_argument("--levels", default="1:4,2:4,4:4")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--balance-weight", type=float, default=0.5)
+    ap.add_argument("--onehot-weight", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the machine is shared)")
     ap.add_argument("--out", default="results/nm_dynamic_photos.json")
     args = ap.parse_args()
@@ -138,8 +144,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     levels = args.levels.split(",")
-    results = {t: run_task(t, args.seeds, args.teacher_epochs, args.finetune_epochs, levels, None, args.batch_size)
-               for t in args.tasks.split(",")}  # fmt: skip
+    settings = (
+        args.seeds,
+        args.teacher_epochs,
+        args.finetune_epochs,
+        levels,
+        None,
+        args.batch_size,
+        args.balance_weight,
+        args.onehot_weight,
+    )
+    results = {t: run_task(t, *settings) for t in args.tasks.split(",")}
     payload = {
         "benchmark": "nm_dynamic_photos",
         "device": "CPU only (no GPU this session): FLOPs are what sparse kernels would run; none ran",
@@ -155,7 +170,8 @@ def main() -> None:
         unit = " dB" if r["metric"] == "psnr" else ""
         lines += [
             f"## {t}: {r['data']}",
-            f"{r['model']}; levels {','.join(r['levels'])}; {len(r['seeds'])} seeds.",
+            f"{r['model']}; levels {','.join(r['levels'])}; balance weight {r['balance_weight']}, "
+            f"one-hot weight {r['onehot_weight']}; {len(r['seeds'])} seeds.",
             "",
             "| figure | mean ± sd |",
             "|---|---|",
