@@ -201,7 +201,8 @@ def test_small_pretrained_recipe_prunes_recovers_quantizes_and_reports_fidelity(
     assert manifest["config"]["data"]["resize"] == "shorter"  # the resize policy follows the pretrained model
     fidelity = {name: json.loads((run / "variants" / name / "manifest.json").read_text())["metrics"] for name in rows}
     assert fidelity["original"].get("accuracy") is None  # no labels: no accuracy is made up
-    assert any("agreement" in k for k in fidelity["recovered"]), fidelity["recovered"]
+    agreement = fidelity["recovered"]["fidelity"]["top1_agreement"]
+    assert 0.0 <= agreement <= 1.0 and fidelity["original"]["fidelity"]["top1_agreement"] == 1.0
 
 
 def test_bench_prepares_data_as_the_deployed_file_expects(tmp_path):
