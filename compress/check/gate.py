@@ -68,6 +68,9 @@ class CheckConfig:
         min_top1_agreement: the candidate's top-1 predictions must match the reference's (the
             baseline unless a reference model is given) on at least this share of the validation
             inputs (0.99 = 99%); labels are not needed (`compress.bench.fidelity`).
+        output_atol, output_rtol: the output-tolerance gate (what `compress compare` checks): every
+            output element of the candidate must lie within atol or rtol of the baseline's on the same
+            inputs (the data's validation split, else seeded random ones); None: no such gate.
     """
 
     rounds: int = 20
@@ -92,6 +95,8 @@ class CheckConfig:
     eval_batch_size: int = 64
     seed: int = 0
     min_top1_agreement: float | None = None
+    output_atol: float | None = None
+    output_rtol: float = 1e-3
 
     def __post_init__(self) -> None:
         if self.rounds < MIN_ROUNDS:
@@ -242,6 +247,8 @@ def run_check(
     fidelity = fidelity_gate(sessions, data, config, reference)
     if fidelity is not None:
         gates.append(fidelity)
+    if config.output_atol is not None:
+        gates.append(output_gate(paths, sample_shape, data, config))
     gates.extend(static_gates(paths["baseline"], paths["candidate"], sample_shape, config))
     return CheckResult(
         status=overall(gates),
@@ -255,6 +262,29 @@ def run_check(
         seconds=time.perf_counter() - start,
         mode="models",
     )
+
+
+def output_gate(paths: dict[str, Path], sample_shape, data, config: CheckConfig) -> Gate:
+    """The two models' outputs on the same inputs, within --output-atol / --output-rtol (as `compare`)."""
+    from compress.compare import CompareConfig, compare
+
+    cfg = CompareConfig(
+        backends=(config.backend, config.backend),
+        device=config.device,
+        atol=config.output_atol,
+        rtol=config.output_rtol,
+        input_shape=tuple(sample_shape) if sample_shape else None,
+        seed=config.seed,
+    )
+    result = compare(paths["baseline"], paths["candidate"], cfg, data=data)
+    worst_name, worst = max(result["outputs"].items(), key=lambda kv: kv[1]["abs"]["max"])
+    status = PASS if result["passed"] else FAIL
+    message = (
+        f"output '{worst_name}': max |diff| {worst['abs']['max']:.3g}, "
+        f"{worst['failed_share']:.1%} of elements outside atol {cfg.atol:g} / rtol {cfg.rtol:g} "
+        f"({result['inputs']['samples']} {result['inputs']['source']} inputs)"
+    )
+    return Gate("outputs", status, message, candidate=worst["abs"]["max"], threshold=cfg.atol)
 
 
 def measure_ab(base_session, cand_session, sample_shape: tuple[int, ...], config: CheckConfig) -> LatencyVerdict:

@@ -56,6 +56,10 @@ def check(
         None, "--min-top1-agreement", help="Gate: the candidate's top-1 must match the reference's ('99%' or 0.99)."
     ),
     weights: Path | None = typer.Option(None, "--weights", help="Weights for a --reference architecture spec."),
+    output_atol: float | None = typer.Option(
+        None, "--output-atol", help="Gate: candidate outputs within this of the baseline's (as compress compare)."
+    ),
+    output_rtol: float = typer.Option(1e-3, "--output-rtol", help="Relative tolerance of the output gate."),
 ) -> None:
     """Gate a candidate model against a baseline: interleaved A/B latency with a confidence interval,
     plus accuracy, params, MACs, size and structure; with --reference or --min-top1-agreement (and on data
@@ -88,6 +92,8 @@ def check(
             "batch_size": batch_size,
             "seed": seed,
             "min_top1_agreement": parse_fraction(min_top1_agreement, "--min-top1-agreement"),
+            "output_atol": output_atol,
+            "output_rtol": output_rtol,
         }
     )
     import dataclasses

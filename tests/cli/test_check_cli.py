@@ -189,3 +189,23 @@ def test_bench_json_mode_and_history(tmp_path):
     cmp = runner.invoke(_app(), ["history", "compare", "1", "2", "--db", str(db)])
     assert cmp.exit_code == 0, cmp.output
     assert runner.invoke(_app(), ["history", "show", "--db", str(tmp_path / "none.sqlite")]).exit_code == 2
+
+
+def test_output_tolerance_gate(onnx_pair, tmp_path):
+    """The same outputs pass --output-atol; a different network's outputs fail it (exit 1)."""
+    a, wide = onnx_pair
+    off = ["--max-slowdown", "off", "--max-params-increase", "off", "--max-macs-increase", "off"]
+    off += ["--max-size-increase", "off", "--max-accuracy-drop", "off"]
+    same = CliRunner().invoke(
+        _app(), ["check", "-a", str(a), "-b", str(a), *off, "--output-atol", "1e-6", "--json", str(tmp_path / "s.json")]
+    )
+    assert same.exit_code == 0, same.output
+    gate = next(g for g in json.loads((tmp_path / "s.json").read_text())["gates"] if g["name"] == "outputs")
+    assert gate["status"] == "pass" and gate["candidate"] == 0.0
+    other = CliRunner().invoke(
+        _app(),
+        ["check", "-a", str(a), "-b", str(wide), *off, "--output-atol", "1e-6", "--json", str(tmp_path / "o.json")],
+    )
+    assert other.exit_code == 1, other.output
+    gate = next(g for g in json.loads((tmp_path / "o.json").read_text())["gates"] if g["name"] == "outputs")
+    assert gate["status"] == "fail" and gate["candidate"] > 1e-6 and "outside atol" in gate["message"]
