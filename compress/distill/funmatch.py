@@ -46,7 +46,6 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader
 
 from compress.distill.common import DistillObjective, check_logits, extra_teachers, prepare, run, with_indices
@@ -217,29 +216,20 @@ def make_views(
     return xa, xa
 
 
-@torch.no_grad()
 def recalibrate_on_views(module, dataset, config: FunMatchConfig, batches: int, device) -> bool:
-    """Re-estimate every BatchNorm's statistics as a plain average over `batches` batches of student
-    views of a fixed random sample of `dataset` (the same on every DDP rank). False without BatchNorm."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not bns:
-        return False
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
+    """Re-estimate every BatchNorm's statistics over `batches` batches of student views of a fixed
+    random sample of `dataset` (the same on every DDP rank), through the training loop's own
+    recalibration. Leaves the module on `device` in eval mode; False without BatchNorm."""
+    from compress.train.loop import recalibrate_batchnorm
+
     seed, size = config.train.seed, config.train.batch_size
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[: batches * size]
-    module.to(device).train()
-    try:
-        for i, (x, *_) in enumerate(DataLoader(dataset, batch_size=size, sampler=order.tolist())):
-            g = torch.Generator().manual_seed(seed * 1_000_003 + i)
-            module(make_views(x.to(device), config, g)[0])
-    finally:
-        for m, momentum in zip(bns, momenta, strict=True):
-            m.momentum = momentum
-        module.eval()  # left on `device` for the evaluation that follows
-    return True
+
+    def view(x, i):
+        return make_views(x, config, torch.Generator().manual_seed(seed * 1_000_003 + i))[0]
+
+    done = recalibrate_batchnorm(module.to(device), dataset, batches, size, device, seed, view=view)
+    module.eval()  # for the evaluation that follows
+    return done
 
 
 class FunMatchObjective(DistillObjective):

@@ -17,6 +17,7 @@ import contextlib
 import io
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -320,11 +321,19 @@ def _train(module, data, config, objective, checkpoint, description, show_progre
 
 
 @torch.no_grad()
+@torch.no_grad()
 def recalibrate_batchnorm(
-    module: nn.Module, dataset, batches: int, batch_size: int, device: torch.device, seed: int = 0
+    module: nn.Module,
+    dataset,
+    batches: int,
+    batch_size: int,
+    device: torch.device,
+    seed: int = 0,
+    view: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> bool:
     """Re-estimate every BatchNorm's running statistics as a plain average over `batches` batches of a
     fixed random sample of `dataset`. The same on every rank, so DDP replicas stay identical.
+    `view(x, i)` turns batch i into what the network trains on (function matching's views).
     Returns False when the module has no BatchNorm."""
     bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns:
@@ -337,8 +346,9 @@ def recalibrate_batchnorm(
     module.train()
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[: batches * batch_size]
     try:
-        for x, *_ in DataLoader(dataset, batch_size=batch_size, sampler=order.tolist()):
-            module(x.to(device))
+        for i, (x, *_) in enumerate(DataLoader(dataset, batch_size=batch_size, sampler=order.tolist())):
+            x = x.to(device)
+            module(view(x, i) if view is not None else x)
     finally:
         for m, momentum in zip(bns, momenta, strict=True):
             m.momentum = momentum
