@@ -66,6 +66,7 @@ def from_dict(cls: type[C], data: Any, *, where: str = "config") -> C:
     for name, value in data.items():
         kwargs[name] = _coerce(value, hints[name], f"{where}.{name}")
         _check_range(name, kwargs[name], fields[name], f"{where}.{name}")
+        kwargs[name] = _onto_default(fields[name], value, kwargs[name], f"{where}.{name}")
     missing = [
         n
         for n, f in fields.items()
@@ -75,6 +76,20 @@ def from_dict(cls: type[C], data: Any, *, where: str = "config") -> C:
         raise RecipeError(f"{where}: missing required key '{missing[0]}'")
     try:
         return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise RecipeError(f"{where}: {short(str(e), 200)[1:-1]}") from None
+
+
+def _onto_default(f: dataclasses.Field, given: Any, value: Any, where: str) -> Any:
+    """A nested section overrides only the keys it names: the others keep the field's own default
+    (a method whose training schedule differs from TrainConfig's keeps it when a recipe sets epochs)."""
+    if not (isinstance(given, dict) and dataclasses.is_dataclass(value)) or f.default_factory is dataclasses.MISSING:
+        return value
+    base = f.default_factory()
+    if type(base) is not type(value):
+        return value
+    try:
+        return dataclasses.replace(base, **{k: getattr(value, k) for k in given})
     except (ValueError, TypeError) as e:
         raise RecipeError(f"{where}: {short(str(e), 200)[1:-1]}") from None
 

@@ -52,3 +52,14 @@ def test_registry_lists_available_names():
         reg.get("c")
     with pytest.raises(ValueError):
         reg.register("a", 3)
+
+
+def test_nested_section_overrides_only_named_keys():
+    """A recipe that sets funmatch's epochs keeps its patient schedule (Adam, cosine, clipping)."""
+    from compress.distill.funmatch import FunMatchConfig
+
+    cfg = from_dict(FunMatchConfig, {"train": {"epochs": 3, "lr": 0.002}})
+    assert (cfg.train.epochs, cfg.train.lr) == (3, 0.002)
+    assert (cfg.train.optimizer, cfg.train.schedule, cfg.train.grad_clip) == ("adam", "cosine", 1.0)
+    with pytest.raises(RecipeError, match="train.epochs"):
+        from_dict(FunMatchConfig, {"train": {"epochs": -1}})
