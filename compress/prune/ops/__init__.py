@@ -4,7 +4,7 @@ A new layer kind is one small module here: a flow handler (how labels pass throu
 layer with parameters, a resize handler (how it is rebuilt with fewer channels).
 """
 
-from compress.prune.ops import attention, elementwise, index, layers, reduce, shape  # noqa: F401 - registers
+from compress.prune.ops import aten, attention, elementwise, index, layers, reduce, shape  # noqa: F401 - registers
 from compress.prune.ops.registry import (
     function_handler,
     method_handler,
