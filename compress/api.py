@@ -49,6 +49,9 @@ def train(model, data, config=None, *, workdir: Path | None = None) -> Result:
 
 def prune(model, config, *, data=None, teacher=None, workdir: Path | None = None) -> Result:
     """Structurally prune `model`; the result is physically smaller."""
+    from compress.prune.exported import prunable_model
+
+    model = prunable_model(model)  # a torch.export program: its ATen layers rebuilt as modules
     return _run("prune", model, config, Context(data=data, teacher=teacher, workdir=workdir))
 
 
