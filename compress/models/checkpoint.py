@@ -13,7 +13,8 @@ A file holds plain data only, so it loads with `torch.load(weights_only=True)` a
 `surgery` is not tracked by the techniques: `save_model` finds it by rebuilding the base architecture
 and comparing it, module by module, with the network being saved. So a pruned or quantized model
 reloads without the code path that produced it, as long as its layers are registered
-(`compress.models.layers`).
+(`compress.layers`, a leaf package: loading imports no technique). A layer record names the layer
+by its registry key ("nn.Conv2d", "compress.CodebookConv2d"), which does not change when a class moves.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch import nn
 
 from compress.errors import ModelError
 from compress.io import atomic_write_bytes
-from compress.models.layers import build_layer, describe_layer
+from compress.layers import build_layer, describe_layer
 from compress.models.model import Model
 
 FORMAT = "compress.checkpoint"
@@ -186,7 +187,7 @@ def diff_architecture(base: nn.Module, current: nn.Module) -> list[dict[str, Any
             if desc is None or path == "":
                 raise ModelError(
                     f"cannot save: module '{path}' ({type(mod).__name__}) differs from the base architecture "
-                    "and is not a registered layer (see compress.models.layers.register_layer)"
+                    "and is not a registered layer (see compress.layers.register_layer)"
                 )
             target = build_layer(*desc)
             _set(base, path, target)

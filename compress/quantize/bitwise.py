@@ -23,16 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from compress.errors import RecipeError
+from compress.layers import BitwiseConv2d, BitwiseLinear, BitwiseWeight, ConvGeometry
 from compress.methods import Context, Result, register_method
-from compress.models.layers import register_layer
 from compress.models.model import Model
 from compress.quantize._common import (
     SIZE_FORMAT_NOTE,
-    ConvGeometry,
     file_size,
     ort_metrics,
     quantizable_layers,
@@ -84,110 +82,6 @@ def trainable_count(train_bits: str, bits: int) -> int:
     return int(m.group(1))
 
 
-def _step(x: torch.Tensor) -> torch.Tensor:
-    """H(x) = 1[x > 0] forward, identity gradient."""
-    return (x > 0).to(x.dtype) + (x - x.detach())  # exact 0/1 values: x - x.detach() is exactly 0
-
-
-def _sign(x: torch.Tensor) -> torch.Tensor:
-    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype) + (x - x.detach())
-
-
-class _BitwiseWeight(nn.Module):
-    def _init_bits(self, weight_shape: list[int], bits: int, trained: int) -> None:
-        self.weight_shape, self.bits, self.trained_bits = list(weight_shape), int(bits), int(trained)
-        self.magnitude = nn.Parameter(torch.zeros(bits - 1, *weight_shape))  # virtual bits, LSB first
-        self.sign = nn.Parameter(torch.ones(*weight_shape))
-        self.register_buffer("alpha", torch.ones(()))
-        mask = torch.zeros(bits - 1)
-        if trained > 1:  # the sign is the first trained bit, then magnitude bits from the top
-            mask[bits - 1 - (trained - 1) :] = 1.0
-        self.register_buffer("bit_mask", mask, persistent=False)
-        self.sign_trained = trained >= 1
-
-    def integer_weight(self) -> torch.Tensor:
-        """sign * sum_i H(b_i) 2^i (integers, with straight-through gradients to the virtual bits)."""
-        shape = [-1] + [1] * len(self.weight_shape)
-        mask = self.bit_mask.reshape(shape)
-        b = self.magnitude * mask + (self.magnitude * (1 - mask)).detach()
-        powers = (2.0 ** torch.arange(self.bits - 1, dtype=b.dtype, device=b.device)).reshape(shape)
-        mag = (_step(b) * powers).sum(0)
-        s = self.sign if self.sign_trained else self.sign.detach()
-        return _sign(s) * mag
-
-    def weight(self) -> torch.Tensor:
-        return self.alpha * self.integer_weight()
-
-    def set_from_integers(self, q: torch.Tensor, alpha: float) -> None:
-        q = q.round().to(torch.int64)
-        mag = q.abs()
-        with torch.no_grad():
-            for i in range(self.bits - 1):
-                self.magnitude[i] = torch.where((mag >> i) & 1 == 1, 0.01, -0.01)
-            self.sign.copy_(torch.where(q < 0, -0.01, 0.01))
-            self.alpha.fill_(alpha)
-
-    def logical_params(self) -> int:
-        """Weights and biases this layer stands for (its storage is counted separately)."""
-        bias = getattr(self, "bias", None)
-        return math.prod(self.weight_shape) + (bias.numel() if bias is not None else 0)
-
-    def int8_weight(self) -> torch.Tensor:
-        with torch.no_grad():
-            return self.integer_weight().round().to(torch.int8)
-
-
-class BitwiseConv2d(ConvGeometry, _BitwiseWeight):
-    """A Conv2d whose weight is alpha * sign * sum_i H(b_i) 2^i."""
-
-    def __init__(self, *, bits: int, trained_bits: int, **conv: Any) -> None:
-        super().__init__()
-        self._init_bits(self._init_conv(**conv), bits, trained_bits)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**self.conv_config(), "bits": self.bits, "trained_bits": self.trained_bits}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x, self.weight())
-
-    def to_float(self) -> nn.Conv2d:
-        return self.float_conv(self.weight())
-
-
-class BitwiseLinear(_BitwiseWeight):
-    """A Linear whose weight is alpha * sign * sum_i H(b_i) 2^i."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool, bits: int, trained_bits: int) -> None:
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self._init_bits([out_features, in_features], bits, trained_bits)
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "in_features": self.in_features,
-            "out_features": self.out_features,
-            "bias": self.bias is not None,
-            "bits": self.bits,
-            "trained_bits": self.trained_bits,
-        }
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight(), self.bias)
-
-    def to_float(self) -> nn.Linear:
-        lin = nn.Linear(self.in_features, self.out_features, self.bias is not None)
-        with torch.no_grad():
-            lin.weight.copy_(self.weight())
-            if self.bias is not None:
-                lin.bias.copy_(self.bias)
-        return lin
-
-
-register_layer(BitwiseConv2d)
-register_layer(BitwiseLinear)
-
-
 def fit_alpha(w: torch.Tensor, bits: int) -> float:
     """The scale whose rounding of w / alpha to n-bit integers has the least squared error."""
     qmax = 2 ** (bits - 1) - 1
@@ -217,7 +111,7 @@ def to_bitwise(module: nn.Module, config: BitwiseConfig) -> list[str]:
         if isinstance(layer, nn.Conv2d):
             if isinstance(layer.padding, str):
                 raise RecipeError(f"{name}: bit-wise layers need numeric padding")
-            new: _BitwiseWeight = BitwiseConv2d(**ConvGeometry.conv_args(layer), bits=config.bits, trained_bits=trained)
+            new: BitwiseWeight = BitwiseConv2d(**ConvGeometry.conv_args(layer), bits=config.bits, trained_bits=trained)
         else:
             new = BitwiseLinear(layer.in_features, layer.out_features, layer.bias is not None, config.bits, trained)
         w = layer.weight.detach()
@@ -243,7 +137,7 @@ def weight_sparsity(module: nn.Module) -> dict[str, float]:
     """Share of exact zeros over all bit-wise weights (and the count)."""
     zeros = total = 0
     for m in module.modules():
-        if isinstance(m, _BitwiseWeight):
+        if isinstance(m, BitwiseWeight):
             q = m.int8_weight()
             zeros += int((q == 0).sum())
             total += q.numel()
@@ -268,7 +162,7 @@ def export_bitwise_onnx(model: Model, path: str | Path) -> dict[str, Any]:
     ints = {
         f"{n}.weight": (m.int8_weight().numpy(), float(m.alpha))
         for n, m in module.named_modules()
-        if isinstance(m, _BitwiseWeight)
+        if isinstance(m, BitwiseWeight)
     }
     example = torch.rand(2, *model.input_shape, generator=torch.Generator().manual_seed(0))
     path = Path(path)

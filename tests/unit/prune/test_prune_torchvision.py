@@ -72,7 +72,7 @@ def test_target_macs_is_reached_with_global_allocation():
 def test_vit_heads_and_mlp_shrink_reload_and_export(tmp_path):
     from torchvision.models.vision_transformer import VisionTransformer
 
-    from compress.prune.attention import PrunableAttention
+    from compress.layers import PrunableAttention
 
     vit = VisionTransformer(
         image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=10

@@ -8,9 +8,10 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from compress.layers import BitwiseLinear, BitwiseWeight
 from compress.methods import Context, get_method
 from compress.models.checkpoint import load_checkpoint, save_model
-from compress.quantize.bitwise import BitwiseConfig, BitwiseLinear, _BitwiseWeight, weight_sparsity
+from compress.quantize.bitwise import BitwiseConfig, weight_sparsity
 from compress.quantize.qdq import check_qdq
 
 
@@ -25,7 +26,7 @@ def result(trained, digits, tmp_path_factory):
 
 def test_weights_are_integer_multiples_of_alpha(result):
     for m in result.model.module.modules():
-        if isinstance(m, _BitwiseWeight):
+        if isinstance(m, BitwiseWeight):
             q = m.integer_weight().detach()
             assert torch.equal(q, q.round()) and float(q.abs().max()) <= 31
             assert torch.equal(m.weight().detach(), m.alpha * q)
@@ -37,7 +38,7 @@ def test_onnx_weights_dequantize_bit_exactly(result):
     torch_w = {
         f"{n}.weight": m.weight().detach().numpy()
         for n, m in result.model.module.named_modules()
-        if isinstance(m, _BitwiseWeight)
+        if isinstance(m, BitwiseWeight)
     }
     for name, w in torch_w.items():
         q, s = inits[f"{name}_int8"], inits[f"{name}_scale"]
@@ -65,8 +66,8 @@ def test_msb_training_leaves_low_bits_untouched(trained, result):
     start = trained.copy()
     to_bitwise(start.module, BitwiseConfig(bits=6, train_bits="msb:3"))
     for (_, a), (_, b) in zip(
-        [(n, m) for n, m in start.module.named_modules() if isinstance(m, _BitwiseWeight)],
-        [(n, m) for n, m in result.model.module.named_modules() if isinstance(m, _BitwiseWeight)],
+        [(n, m) for n, m in start.module.named_modules() if isinstance(m, BitwiseWeight)],
+        [(n, m) for n, m in result.model.module.named_modules() if isinstance(m, BitwiseWeight)],
         strict=True,
     ):
         assert torch.equal(a.magnitude[:3] > 0, b.magnitude[:3] > 0)  # bits 0..2 frozen

@@ -5,20 +5,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from compress.layers.codebook import CodebookWeight, pack_indices, unpack_indices
 from compress.methods import Context, get_method
 from compress.models.checkpoint import load_checkpoint, save_model
 from compress.quantize.codebook import (
     CodebookConfig,
     KMeansConfig,
-    _CodebookWeight,
     assign,
     dequantize,
     group_channels,
     jlcm_layer,
     kmeans_codebooks,
-    pack_indices,
     reconstruction_error,
-    unpack_indices,
 )
 
 
@@ -49,7 +47,7 @@ def test_codebook_method_small_checkpoint_and_onnx_matching_torch(trained, digit
     r = get_method("quantize", "codebook").fn(
         trained, CodebookConfig(bits=3, groups=2, steps=20, calib_size=64), Context(data=digits, workdir=tmp_path)
     )
-    layers = [m for m in r.model.module.modules() if isinstance(m, _CodebookWeight)]
+    layers = [m for m in r.model.module.modules() if isinstance(m, CodebookWeight)]
     assert len(layers) == 5
     for m in layers:
         assert m.codebooks.shape[1] == 8 and int(m.indices().max()) < 8
@@ -68,5 +66,5 @@ def test_codebook_method_small_checkpoint_and_onnx_matching_torch(trained, digit
 def test_kmeans_baseline_has_one_codebook_per_layer(trained, digits, tmp_path):
     r = get_method("quantize", "kmeans").fn(trained, KMeansConfig(bits=2), Context(data=digits, workdir=tmp_path))
     for m in r.model.module.modules():
-        if isinstance(m, _CodebookWeight):
+        if isinstance(m, CodebookWeight):
             assert m.codebooks.shape == (1, 4)
