@@ -70,9 +70,22 @@ class _Rebuild:
         self.leaves: set[str] = set()  # paths of modules and tensors installed on the root
         self.containers: set[str] = set()
         self.batch = _batch_size(gm)
+        self.readers: dict[str, int] = {}  # get_attr nodes per target
+        for node in gm.graph.nodes:
+            if node.op == "get_attr":
+                self.readers[node.target] = self.readers.get(node.target, 0) + 1
+        self.absorbed: set[fx.Node] = set()  # nodes computed inside a rebuilt layer (a weight's transpose)
+        self.plan: dict[fx.Node, tuple[nn.Module, fx.Node, str]] = {}
 
     def run(self) -> fx.GraphModule:
+        for node in self.gm.graph.nodes:  # first decide which calls become layers
+            if node.op == "call_function":
+                layer = _layer(self, node)
+                if layer is not None:
+                    self.plan[node] = layer
         for node in self.gm.graph.nodes:
+            if node in self.absorbed:
+                continue
             if node.op == "placeholder":
                 new = self.graph.placeholder(node.name)
                 new.meta = _meta(node)
@@ -100,7 +113,7 @@ class _Rebuild:
             src = self.env[node.args[0]]
             if isinstance(src, _First):  # batch norm rebuilt from a (out, mean, invstd) call
                 return src.node
-        layer = _layer(self, node)
+        layer = self.plan.get(node)
         if layer is not None:
             module, x, owner = layer
             path = self._install(owner, module)
@@ -250,7 +263,7 @@ def _layer(rb: _Rebuild, node: fx.Node) -> tuple[nn.Module, fx.Node, str] | None
     if norm is None:
         return None
     kw = dict(norm.kwargs)
-    x = kw.get("input", kw.get("self"))
+    x = kw.get("mat1", kw.get("input", kw.get("self")))
     if not isinstance(x, fx.Node) or not isinstance(x.meta.get("val"), torch.Tensor):
         return None
     try:
@@ -263,7 +276,7 @@ def _param(rb: _Rebuild, node: fx.Node, arg: Any, *, param: bool = True) -> tupl
     """(tensor, owner path) of a get_attr argument read by `node` alone; raises when it is not one."""
     if arg is None:
         return None
-    if not isinstance(arg, fx.Node) or arg.op != "get_attr" or len(arg.users) != 1 or arg.target in rb.attrs:
+    if not isinstance(arg, fx.Node) or arg.op != "get_attr" or len(arg.users) != 1 or rb.readers[arg.target] != 1:
         raise _NotRebuilt
     value = _get(rb.gm, arg.target)
     if not isinstance(value, torch.Tensor) or isinstance(value, nn.Parameter) != param:
@@ -357,6 +370,34 @@ def _linear(rb: _Rebuild, node: fx.Node, x: fx.Node, kw: dict) -> tuple[nn.Modul
     return m, x, w[1]
 
 
+def _addmm(rb: _Rebuild, node: fx.Node, x: fx.Node, kw: dict) -> tuple[nn.Module, fx.Node, str]:
+    """`addmm(b, x, w.t())` / `mm(x, w.t())`, how a decomposed program spells a linear layer."""
+    wt = kw.get("mat2")
+    if kw.get("beta", 1) != 1 or kw.get("alpha", 1) != 1 or x.meta["val"].dim() != 2:
+        raise _NotRebuilt
+    if not isinstance(wt, fx.Node) or wt.op != "call_function" or len(wt.users) != 1 or not _transposes(wt):
+        raise _NotRebuilt
+    w, b = _param(rb, wt, wt.args[0]), _param(rb, node, kw.get("input", kw.get("self")))  # schema's `self`
+    if w is None or w[0].dim() != 2 or (b is not None and tuple(b[0].shape) != (w[0].shape[0],)):
+        raise _NotRebuilt
+    m = nn.Linear(int(w[0].shape[1]), int(w[0].shape[0]), bias=b is not None)
+    _copy(m, weight=w, bias=b)
+    rb.absorbed.add(wt)
+    return m, x, w[1]
+
+
+def _transposes(node: fx.Node) -> bool:
+    """A 2-D transpose: `t(w)`, `permute(w, [1, 0])`, `transpose(w, 0, 1)`."""
+    name = _overload_name(node)
+    if name == "t":
+        return True
+    if name == "permute":
+        return [int(d) % 2 for d in node.args[1]] == [1, 0]
+    if name == "transpose":
+        return sorted(int(d) % 2 for d in node.args[1:3]) == [0, 1]
+    return False
+
+
 def _layer_norm(rb: _Rebuild, node: fx.Node, x: fx.Node, kw: dict) -> tuple[nn.Module, fx.Node, str]:
     w, b = _param(rb, node, kw.get("weight")), _param(rb, node, kw.get("bias"))
     shape = tuple(int(s) for s in kw["normalized_shape"])
@@ -404,6 +445,8 @@ _BUILDERS = {
     "batch_norm": _batch_norm,
     "_native_batch_norm_legit_no_training": _batch_norm,
     "linear": _linear,
+    "addmm": _addmm,
+    "mm": _addmm,
     "layer_norm": _layer_norm,
     "group_norm": _group_norm,
     "prelu": _prelu,
