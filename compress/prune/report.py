@@ -24,6 +24,9 @@ def prunable_report(
         from compress.errors import ModelError
 
         raise ModelError("the prunable report needs an input shape (--input-shape C,H,W)")
+    from compress.prune.exported import prunable_module
+
+    module = prunable_module(module, shape)  # a .pt2 program: the form the pruner analyses
     graph = analyze(module, shape, ignore=ignore)
     report = graph.report()
     rows = []
