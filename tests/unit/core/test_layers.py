@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import compress
 from compress.errors import ModelError
 from compress.layers import (
     BitwiseConv2d,
@@ -32,6 +35,13 @@ OLD_KEYS = {
     "compress.PrunableAttention": "compress.prune.attention.PrunableAttention",
 }
 TECHNIQUE_PACKAGES = ("compress.prune", "compress.quantize", "compress.distill", "compress.train", "compress.methods")
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    """`python -c code` in a fresh interpreter that finds this checkout's `compress` from any directory."""
+    root = str(Path(compress.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
 
 
 def _model_with_custom_layers():
@@ -112,7 +122,7 @@ def test_loading_a_checkpoint_imports_no_technique(tmp_path):
         "kinds = sorted({type(v).__name__ for v in m.module.modules()})\n"
         "print(json.dumps({'modules': sorted(n for n in sys.modules if n.startswith('compress')), 'kinds': kinds}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = _run_python(code)
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout)
     assert {"CodebookConv2d", "CodebookLinear", "BitwiseConv2d", "BitwiseLinear", "PrunableAttention"} <= set(
@@ -127,7 +137,7 @@ def test_loading_a_checkpoint_imports_no_technique(tmp_path):
 def test_layers_package_is_a_leaf():
     """`compress.layers` imports nothing of compress but the errors and the registry helper (no circle)."""
     code = "import sys, compress.layers; print(' '.join(sorted(n for n in sys.modules if n.startswith('compress'))))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = _run_python(code)
     assert out.returncode == 0, out.stderr
     outside = [n for n in out.stdout.split() if n not in ("compress", "compress.errors", "compress.registry")]
     assert outside and all(n == "compress.layers" or n.startswith("compress.layers.") for n in outside), outside
