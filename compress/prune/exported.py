@@ -457,37 +457,39 @@ _BUILDERS = {
 
 # -------------------------------------------------------------------------------------------- check
 def _check_rebuilt(program: nn.Module, rebuilt: nn.Module, input_shape: tuple[int, ...]) -> None:
-    """The rebuilt module must compute what the program computes, and treat samples independently."""
+    """The rebuilt module must compute what the program computes, and treat samples independently:
+    on two batches of the program's own size, run together, it must give the program's outputs."""
     batch = _batch_size(program.graph) or 1
     shape = tuple(input_shape) or _input_shape(program.graph)
     if not shape:
         raise ModelError("cannot prune this exported program: its input shape is unknown (give --input-shape)")
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(max(batch, 2), *shape, generator=gen)
+    x = torch.randn(2 * batch, *shape, generator=torch.Generator().manual_seed(0))
     was = program.training
     program.eval()
     rebuilt.eval()
     try:
         with torch.no_grad():
             try:
-                want = program(x[:batch])
-            except Exception:  # noqa: BLE001 - the program refuses this shape: nothing to compare against
+                want = [program(x[:batch]), program(x[batch:])]
+            except Exception:  # noqa: BLE001 - the program refuses this shape: compare the rebuilt one with itself
                 want = None
             try:
-                got = rebuilt(x[:batch])
-                both = rebuilt(x)
-                one = rebuilt(x[1:2]) if x.shape[0] > 1 else None
+                got = rebuilt(x)
+                if want is None:
+                    want = [rebuilt(x[:batch]), rebuilt(x[batch:])]
+                same = all(_close(_rows(got, i * batch, (i + 1) * batch), w) for i, w in enumerate(want))
+                alone = same or _close(rebuilt(x[:batch]), want[0])  # only to say what went wrong
             except Exception as e:  # noqa: BLE001 - report any failure of the rebuilt graph as ours
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
                 raise ModelError(
-                    f"cannot prune this exported program: its graph does not run on a batch of 2 ({first}); "
-                    "export it with a dynamic batch axis (torch.export.Dim)"
+                    f"cannot prune this exported program: its graph does not run on a batch of {2 * batch} "
+                    f"({first}); export it with a dynamic batch axis (torch.export.Dim)"
                 ) from None
     finally:
         program.train(was)
-    if want is not None and not _close(got, want):
+    if not alone:
         raise ModelError("internal error: the exported program's rebuilt layers disagree with the program")
-    if one is not None and not _close(_first_rows(both, 1, 2), one):
+    if not same:
         raise ModelError(
             "cannot prune this exported program: its graph mixes the samples of a batch (a batch size "
             "fixed at export); export it with a dynamic batch axis (torch.export.Dim)"
@@ -501,7 +503,7 @@ def _input_shape(gm: fx.GraphModule) -> tuple[int, ...]:
     return ()
 
 
-def _first_rows(y: Any, start: int, stop: int) -> Any:
+def _rows(y: Any, start: int, stop: int) -> Any:
     return pytree.tree_map(lambda t: t[start:stop] if isinstance(t, torch.Tensor) else t, y)
 
 
