@@ -31,8 +31,9 @@ def load_input(
     weights: str | Path | None = None,
     weights_map: str = "names",
     preprocessing: dict | None = None,
+    seed: int = 0,
 ):
-    """Load a model spec, building fresh architectures to fit the data.
+    """Load a model spec, building fresh architectures to fit the data (initial weights from `seed`).
 
     With pretrained `weights`, the file decides the number of classes, not the data."""
     model = _load_input(
@@ -45,6 +46,7 @@ def load_input(
         weights=weights,
         weights_map=weights_map,
         preprocessing=preprocessing,
+        seed=seed,
     )
     if preprocessing and not _is_architecture(spec):
         from compress.models.preprocess import resolve_preprocessing
@@ -60,12 +62,12 @@ def _is_architecture(spec: str) -> bool:
     return bool(sep) and not Path(spec).exists() and find_source(source)
 
 
-def _load_input(spec, data, *, kwargs, trust_code, num_classes, input_shape, weights, weights_map, preprocessing):
+def _load_input(spec, data, *, kwargs, trust_code, num_classes, input_shape, weights, weights_map, preprocessing, seed):
     from functools import partial
 
     from compress.models.sources import load_model as _load
 
-    load_model = partial(_load, weights=weights, weights_map=weights_map, preprocessing=preprocessing)
+    load_model = partial(_load, weights=weights, weights_map=weights_map, preprocessing=preprocessing, seed=seed)
 
     if num_classes is not None and num_classes < 1:
         raise DataError(f"--num-classes must be at least 1, got {num_classes}")
@@ -213,7 +215,7 @@ def _run_recipe(recipe, out, *, force, resume, trust_code, recipe_path) -> Path:
     def resolve(ref: str, data):
         if ref in outputs:
             return outputs[ref].copy()
-        return load_input(ref, data, kwargs=None, trust_code=trust_code)
+        return load_input(ref, data, kwargs=None, trust_code=trust_code, seed=recipe.seed)
 
     from compress.config import from_dict
 
@@ -238,6 +240,7 @@ def _run_recipe(recipe, out, *, force, resume, trust_code, recipe_path) -> Path:
                 weights=step.weights,
                 weights_map=step.weights_map,
                 preprocessing=step.preprocessing or None,
+                seed=recipe.seed,  # a fresh architecture's initial weights move with the recipe's seed
             )
         vrun.add_input("model", step.model)
         teacher = resolve(step.teacher, data) if step.teacher else None

@@ -17,6 +17,7 @@
     export: {exporter: auto}
     bench: {batch_size: 1}
     report: {baseline: teacher}
+    seeds: 3                     # run it at seeds 0, 1, 2 and summarise mean ± spread (`compress run`)
 
 Names resolve only through registries; a recipe never names code to import.
 """
@@ -81,12 +82,22 @@ class ReportConfig:
     title: str = ""
 
 
+MAX_SEEDS = 100
+
+
 @dataclass
 class Recipe:
+    """Attributes:
+    seed: the seed of every step (initial weights, data order, augmentation); the data split has its
+        own `data.seed`, so the held-out set stays the same when this one changes.
+    seeds: run the whole recipe this many times, at seeds seed, seed+1, ..., and summarise them.
+    """
+
     name: str
     steps: list[StepConfig]
     data: DataConfig = field(default_factory=DataConfig)
     seed: int = 0
+    seeds: int = field(default=1, metadata={"range": (1, MAX_SEEDS)})
     export: ExportConfig = field(default_factory=ExportConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
@@ -96,6 +107,8 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         d = to_dict(self)
         d.pop("step_configs", None)
+        if d.get("seeds") == 1:  # a single run's manifest stays what it was before `seeds` existed
+            d.pop("seeds")
         return d
 
 
@@ -144,10 +157,7 @@ def parse_recipe(raw: Any, *, where: str = "recipe") -> Recipe:
         except RecipeError as e:
             raise RecipeError(f"{at}: {e}") from None
         step.method = method_name
-        params = dict(step.params)
-        if "seed" in {f.name for f in dataclasses.fields(method.config)}:
-            params.setdefault("seed", recipe.seed)
-        recipe.step_configs[step.name] = from_dict(method.config, params, where=f"{at}.params")
+        recipe.step_configs[step.name] = step_config(method, step.params, recipe.seed, where=f"{at}.params")
         for key in ("model", "teacher"):
             ref = getattr(step, key)
             if ref is None:
@@ -166,3 +176,36 @@ def parse_recipe(raw: Any, *, where: str = "recipe") -> Recipe:
     if recipe.report.baseline is not None and recipe.report.baseline not in seen:
         raise RecipeError(f"{where}: report.baseline: no step named '{recipe.report.baseline}'")
     return recipe
+
+
+def step_config(method: Any, params: dict[str, Any], seed: int, *, where: str) -> Any:
+    """A step's typed config, with the recipe's `seed` in every seed its params leave unset, nested
+    sections included (distill's `train`, prune's `finetune`), so changing the recipe's seed changes
+    every step's training, not only the methods with a top-level seed."""
+    return _seeded(from_dict(method.config, params, where=where), params, seed)
+
+
+def _seeded(config: Any, given: dict[str, Any], seed: int) -> Any:
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if not f.init or (f.name in given and not isinstance(given[f.name], dict)):
+            continue
+        if f.name == "seed" and isinstance(value, int) and not isinstance(value, bool):
+            changes["seed"] = seed
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            new = _seeded(value, given.get(f.name) or {}, seed)
+            if new is not value:
+                changes[f.name] = new
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def reseed(recipe: Recipe, seed: int) -> Recipe:
+    """`recipe` run once at `seed`: every step's config resolved again with it (one run of many)."""
+    from compress.methods import get_method
+
+    out = dataclasses.replace(recipe, seed=seed, seeds=1, step_configs={})
+    for i, step in enumerate(recipe.steps):
+        method = get_method(step.technique, step.method or DEFAULT_METHOD[step.technique])
+        out.step_configs[step.name] = step_config(method, step.params, seed, where=f"steps[{i}].params")
+    return out
