@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +288,79 @@ def _note_variant(run: RunDir, name: str) -> None:
     if name not in run.manifest["variants"]:
         run.manifest["variants"].append(name)
         run.save()
+
+
+def seed_dirs(recipe, out: str | Path, seeds: int) -> list[Path]:
+    """Where `run_recipe_seeds` puts each seed's run: out/seed-K for K = recipe.seed, +1, ..."""
+    return [Path(out) / f"seed-{recipe.seed + i}" for i in range(seeds)]
+
+
+def run_recipe_seeds(
+    recipe,
+    out: str | Path,
+    *,
+    seeds: int,
+    force: bool = False,
+    resume: bool = False,
+    trust_code: bool = False,
+    recipe_path: str | None = None,
+    on_seed: Callable[[int, Path, str], None] | None = None,
+) -> dict[str, Any]:
+    """Run `recipe` at seeds recipe.seed, +1, ... (`seeds` of them), each a whole run in `out/seed-K`,
+    then write `out/summary.{json,md}` (`compress.report.seeds`) and return the summary.
+
+    The seed moves every step's initial weights, data order and augmentation; the data split keeps
+    `data.seed`, so every seed is scored on the same held-out images. With `resume`, a finished seed
+    is kept (once its recorded settings are checked against this recipe's) and an interrupted one
+    continues; `force` redoes them all. `on_seed(seed, path, "done" | "kept")` follows progress.
+    """
+    from compress.recipe import MAX_SEEDS, reseed
+    from compress.report.seeds import summarize_seeds, write_summary
+    from compress.runs import MANIFEST, RunLock
+
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise CompressError(f"--seeds must be between 1 and {MAX_SEEDS}, got {seeds}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CompressError(f"--out {out} is a file; give a directory path")
+    if (out / MANIFEST).exists():
+        raise CompressError(f"{out} is a single run's directory; give --seeds a new --out folder")
+    dirs = seed_dirs(recipe, out, seeds)
+    started = [d for d in dirs if d.exists() or d.with_name(d.name + ".partial").exists()]
+    if started and not (force or resume):
+        raise CompressError(f"{started[0]} exists; pass --resume to finish the other seeds or --force to redo all")
+    if resume and not force and not started:
+        raise CompressError(f"nothing to resume: no seed runs in {out}")
+    lock = RunLock(out)  # one process per seed folder (the same lock a single run at `out` would take)
+    lock.acquire(out)
+    try:
+        for i, path in enumerate(dirs):
+            seeded = reseed(recipe, recipe.seed + i)
+            if path.exists() and not force:
+                _check_same_run(path, seeded)
+                status = "kept"
+            else:
+                partial = path.with_name(path.name + ".partial").exists()
+                run_recipe(
+                    seeded, path, force=force, resume=resume and partial, trust_code=trust_code, recipe_path=recipe_path
+                )
+                status = "done"
+            if on_seed is not None:
+                on_seed(seeded.seed, path, status)
+        summary = summarize_seeds(dirs, baseline=recipe.report.baseline, title=recipe.report.title or recipe.name)
+        write_summary(summary, out)
+    finally:
+        lock.release()
+    return summary
+
+
+def _check_same_run(path: Path, recipe) -> None:
+    """A finished seed is kept only if it ran this recipe at this seed."""
+    from compress.runs import config_difference
+
+    manifest = read_manifest(path)
+    changed = config_difference(manifest.get("config"), recipe.to_dict())
+    if manifest.get("command") != "run" or changed is not None:
+        raise CompressError(
+            f"{path} ran other settings ({changed or 'not a recipe run'}); use --force to redo every seed"
+        )

@@ -238,6 +238,12 @@ def abort_open_runs(*, keep: bool) -> list[Path]:
     return kept
 
 
+def config_difference(saved: Any, now: Any) -> str | None:
+    """The first setting a run recorded (`saved`) that `now` changes, as 'data.limit: 100 -> 200'
+    (None when a resume may go on: the same settings, up to RESUME_MAY_CHANGE)."""
+    return _first_difference(saved, json.loads(json.dumps(now, default=str)))
+
+
 def _first_difference(saved: Any, now: Any, where: str = "") -> str | None:
     """The path of the first setting that differs, as 'data.limit: 100 -> 200'; None when equal."""
     if isinstance(saved, dict) and isinstance(now, dict):
