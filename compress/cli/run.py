@@ -18,16 +18,30 @@ def run(
     resume: bool = opt.Resume,
     check: bool = typer.Option(False, "--check", help="Only validate the recipe."),
     trust_code: bool = opt.TrustCode,
+    seeds: int | None = typer.Option(
+        None,
+        "--seeds",
+        help="Run the whole recipe at N seeds (its seed, +1, ...) into DIR/seed-K and summarise mean ± spread "
+        "per variant in DIR/summary.md (default: the recipe's `seeds`, 1).",
+    ),
 ) -> None:
     """Run every step of a recipe into a run directory (default runs/<recipe name>) and report."""
     from compress.cli.common import console
-    from compress.recipe import load_recipe
+    from compress.errors import RecipeError
+    from compress.recipe import MAX_SEEDS, load_recipe
 
     r = load_recipe(recipe)
+    n = r.seeds if seeds is None else seeds
+    if not 1 <= n <= MAX_SEEDS:
+        raise RecipeError(f"--seeds must be between 1 and {MAX_SEEDS}, got {n}")
     con = console()
-    if check:
+    if check:  # once: the seeds change only seed values, which every seed passes
         _build_inputs(r, trust_code)
-        con.print(f"[green]valid[/green] {recipe}: {len(r.steps)} steps ({', '.join(s.name for s in r.steps)})")
+        runs = f", {n} seeds from {r.seed}" if n > 1 else ""
+        con.print(f"[green]valid[/green] {recipe}: {len(r.steps)} steps ({', '.join(s.name for s in r.steps)}){runs}")
+        return
+    if n > 1:
+        _run_seeds(r, recipe, out, n, force=force, resume=resume, trust_code=trust_code)
         return
     from compress.pipeline import run_recipe
     from compress.report import rich_table
@@ -72,3 +86,34 @@ def _build_inputs(recipe, trust_code: bool) -> None:
             )
         if step.teacher and step.teacher not in names:
             load_input(step.teacher, datasets[key], trust_code=trust_code)
+
+
+def _run_seeds(r, recipe: Path, out: Path | None, n: int, *, force: bool, resume: bool, trust_code: bool) -> None:
+    """`--seeds N`: every seed a whole run in DIR/seed-K, then the summary table."""
+    import time
+
+    from compress.cli.common import check_output_dir, console
+    from compress.pipeline import run_recipe_seeds
+    from compress.report.seeds import rich_summary
+
+    con = console()
+    target = out or Path("runs") / f"{r.name}-seeds"
+    check_output_dir(target, (recipe,))
+    started = time.perf_counter()
+
+    def on_seed(seed: int, path: Path, status: str) -> None:
+        what = "kept (finished before)" if status == "kept" else "done"
+        con.print(f"seed {seed}: {what} {path}  [{time.perf_counter() - started:.0f} s]")
+
+    summary = run_recipe_seeds(
+        r,
+        target,
+        seeds=n,
+        force=force,
+        resume=resume,
+        trust_code=trust_code,
+        recipe_path=str(recipe),
+        on_seed=on_seed,
+    )
+    con.print(rich_summary(summary))
+    con.print(f"[green]done[/green] {target}  (summary: {target / 'summary.md'}, {target / 'summary.json'})")
