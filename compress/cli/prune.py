@@ -41,7 +41,12 @@ def prune(
     epochs: int | None = typer.Option(None, "--epochs", help="continuous: epochs of joint gate + weight training."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate of the (fine-)tuning."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size per process."),
-    distill: bool = typer.Option(False, "--distill", help="Fine-tune with distillation from the unpruned model."),
+    distill: str | None = typer.Option(
+        None, "--distill", help="Fine-tune by distillation from the unpruned model: kd, funmatch, msd, crd, ..."
+    ),
+    reconstruct: bool | None = typer.Option(
+        None, "--reconstruct/--no-reconstruct", help="channel: re-fit layers to the unpruned outputs (needs --data)."
+    ),
     teacher: str | None = typer.Option(None, "--teacher", "-t", help="Teacher for distillation while fine-tuning."),
     n: int | None = typer.Option(None, "--n", help="nm: keep N nonzeros in every group of M input-channel weights."),
     m: int | None = typer.Option(None, "--m", help="nm: the group size M (2:4 is what sparse tensor cores run)."),
@@ -81,7 +86,8 @@ def prune(
         ("iterative_steps", iterative_steps, "--iterative-steps"),
         ("samples", samples, "--samples"),
         ("sample_epochs", sample_epochs, "--sample-epochs"),
-        ("distill", distill or None, "--distill"),
+        ("distill", distill, "--distill"),
+        ("reconstruct", reconstruct, "--reconstruct"),
         ("n", n, "--n"),
         ("m", m, "--m"),
         ("permute", permute, "--permute"),
@@ -91,6 +97,10 @@ def prune(
             continue
         if key not in fields:
             raise RecipeError(f"{flag} does not apply to prune method '{method}'")
+        if key == "distill" and fields[key].type in (bool, "bool"):
+            if value != "kd":
+                raise RecipeError(f"--distill: prune method '{method}' fine-tunes with kd only, not '{value}'")
+            value = True
         params[key] = value
     if finetune_epochs is not None:
         if "finetune_epochs" in fields:

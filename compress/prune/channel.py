@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from compress.config import to_dict
 from compress.errors import RecipeError
@@ -53,8 +53,16 @@ class ChannelConfig:
         max_group_ratio: never remove more than this share of one group.
         finetune_epochs: epochs of fine-tuning after each step (overrides finetune.epochs).
         finetune: the shared training loop's settings for fine-tuning.
-        distill: fine-tune with logit distillation from the unpruned model (also when a teacher is given).
-        distill_temperature, distill_alpha: the KD loss settings.
+        distill: fine-tune by distillation from the unpruned model (or from the given teacher): a
+            distillation method's name (kd, funmatch, msd, crd, guidance, feature_mse; see
+            `compress methods distill`), or None for plain fine-tuning (with a teacher given: kd).
+            Methods other than kd train with their own schedule for `finetune_epochs` epochs.
+        distill_params: that method's config (the `params:` of a distill step), e.g. {mode: consistent}.
+        distill_temperature, distill_alpha: the kd loss settings.
+        reconstruct: after each removal and before fine-tuning, re-fit every layer by least squares to
+            reproduce the unpruned layer's outputs on calibration images (`compress.prune.reconstruct`;
+            needs data, no labels).
+        reconstruct_images: calibration images for that fit.
         taylor_batches: batches of the calibration split for the Taylor importance.
         verify: check the pruned model against the masked unpruned one after each removal.
         attention_heads: replace batch-first self-attention nn.MultiheadAttention layers by the equivalent
@@ -74,14 +82,19 @@ class ChannelConfig:
     max_group_ratio: float = 0.9
     finetune_epochs: int | None = None
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=0))
-    distill: bool = False
+    distill: str | bool | None = None
+    distill_params: dict[str, Any] = field(default_factory=dict)
     distill_temperature: float = 4.0
     distill_alpha: float = 0.9
     taylor_batches: int = 4
     verify: bool = True
     attention_heads: bool = True
+    reconstruct: bool = False
+    reconstruct_images: int = field(default=256, metadata={"range": (1, 100_000)})
 
     def __post_init__(self) -> None:
+        if isinstance(self.distill, bool):  # distill: true (the form before methods could be named)
+            self.distill = "kd" if self.distill else None
         if not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"ratio must be in [0, 1), got {self.ratio}")
         for name in ("target_macs", "target_params"):
@@ -110,6 +123,15 @@ def prune_channels(model: Model, config: ChannelConfig, ctx: Context | None = No
     ft = train_config(config.finetune, config.finetune_epochs)
     if ft.epochs > 0 and data is None:
         raise RecipeError("fine-tuning after pruning needs data (--data)")
+    if config.distill not in (None, "kd"):
+        from compress.methods import get_method
+
+        get_method("distill", config.distill)  # an unknown name fails here, before any work
+    refit = None
+    if config.reconstruct:
+        if data is None:
+            raise RecipeError("reconstruct after pruning needs data (--data; labels are not needed)")
+        refit = refit_on(data, config.reconstruct_images)
     teacher = teacher_for(model.module, ctx, config.distill) if ft.epochs > 0 else None
     dense_macs, dense_params = measure(out.module, shape)
     latency_probe = None
@@ -148,7 +170,7 @@ def prune_channels(model: Model, config: ChannelConfig, ctx: Context | None = No
                 max_group_ratio=config.max_group_ratio,
             )
 
-        info = prune_once(out.module, shape, score_fn, keep_fn, ignore=config.ignore, verify=config.verify)
+        info = prune_once(out.module, shape, score_fn, keep_fn, ignore=config.ignore, verify=config.verify, refit=refit)
         macs, params = cur_macs, cur_params = measure(out.module, shape)
         record = {
             "step": step,
@@ -157,6 +179,8 @@ def prune_channels(model: Model, config: ChannelConfig, ctx: Context | None = No
             "params": params,
             "verified": info.verified,
         }
+        if "reconstruction" in info.report:
+            record["reconstruction"] = info.report["reconstruction"]
         record.update(
             finetune(
                 out.module,
@@ -166,6 +190,9 @@ def prune_channels(model: Model, config: ChannelConfig, ctx: Context | None = No
                 name=f"finetune{step}",
                 temperature=config.distill_temperature,
                 alpha=config.distill_alpha,
+                method=config.distill,
+                params=config.distill_params,
+                model=out,
             )
         )
         steps.append(record)
@@ -188,6 +215,26 @@ def prune_channels(model: Model, config: ChannelConfig, ctx: Context | None = No
         metrics["latency_search"] = latency_probe
     metrics["report"] = info.report
     return out, metrics
+
+
+def refit_on(data, images: int):
+    """A `remove_units` refit: layer-wise reconstruction on `images` calibration (then training) images."""
+    import torch
+
+    from compress.prune.reconstruct import ReconstructConfig, reconstruct
+
+    pool = [ds for ds in (data.calib, data.train) if ds is not None]
+    xs = []
+    for ds in pool:
+        for i in range(len(ds)):
+            if len(xs) >= images:
+                break
+            xs.append(ds[i][0])
+    if not xs:
+        raise RecipeError("reconstruct after pruning needs images; the data has none")
+    batch = torch.stack(xs)
+    cfg = ReconstructConfig(images=len(xs))
+    return lambda masked, unpruned: reconstruct(masked, unpruned, batch, cfg)
 
 
 def _session(model: Model, shape: tuple[int, ...], threads: int, path: Path):

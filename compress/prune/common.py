@@ -11,6 +11,7 @@ import torch
 import torch.utils._python_dispatch
 from torch import nn
 
+from compress.config import from_dict
 from compress.errors import ModelError, RecipeError
 from compress.prune.graph import DependencyGraph, analyze, masked_reference
 from compress.train.loop import TrainConfig, train
@@ -113,26 +114,46 @@ def prune_once(
     *,
     ignore: list[str] | None = None,
     verify: bool = True,
+    refit=None,
 ) -> PruneInfo:
     """Analyse `module`, pick units with `keep_fn(graph, scores)`, remove them in place, verify."""
     graph = analyze(module, input_shape, ignore=ignore)
     scores = score_fn(graph)
     keep = keep_fn(graph, scores)
-    return remove_units(graph, keep, scores, input_shape, verify=verify)
+    return remove_units(graph, keep, scores, input_shape, verify=verify, refit=refit)
 
 
 def remove_units(
-    graph: DependencyGraph, keep: np.ndarray, scores: np.ndarray, input_shape: tuple[int, ...], *, verify: bool = True
+    graph: DependencyGraph,
+    keep: np.ndarray,
+    scores: np.ndarray,
+    input_shape: tuple[int, ...],
+    *,
+    verify: bool = True,
+    refit=None,
 ) -> PruneInfo:
-    """Remove the units of `graph` where `keep` is False from its module (in place) and verify."""
+    """Remove the units of `graph` where `keep` is False from its module (in place) and verify.
+
+    `refit(masked, unpruned)`, when given, changes the masked copy (removed channels' consumers
+    zeroed) towards the unpruned network before the removal; its result is returned in the report.
+    """
     module = graph.module
     keep = graph.repair(keep, scores)
     removed = int((~keep).sum())
+    refit_info = None
+    if refit is not None and removed:
+        masked = masked_reference(module, graph, keep)
+        refit_info = refit(masked, copy.deepcopy(module))
+        with torch.no_grad():
+            module.load_state_dict(masked.state_dict())
     exact = not bool((graph.class_normed & ~keep).any())
     reference = masked_reference(module, graph, keep) if verify and exact and removed else None
     graph.apply(keep)
     verified = verify_pruned(module, reference, graph.output_shape, input_shape, exact) if verify else "skipped"
-    return PruneInfo(graph, keep, verified, removed, graph.report())
+    report = graph.report()
+    if refit_info is not None:
+        report["reconstruction"] = refit_info
+    return PruneInfo(graph, keep, verified, removed, report)
 
 
 def train_config(base: TrainConfig, epochs: int | None) -> TrainConfig:
@@ -151,26 +172,64 @@ def finetune(
     name: str = "finetune",
     temperature: float = 4.0,
     alpha: float = 0.9,
+    method: str | None = None,
+    params: dict[str, Any] | None = None,
+    model=None,
 ) -> dict[str, float]:
-    """Fine-tune `module` in place through the shared loop (logit distillation when a teacher is given)."""
+    """Fine-tune `module` in place through the shared loop.
+
+    With a teacher, the loss is logit distillation (`method` None or "kd"), or `method` names any
+    registered distillation method, which then trains `module` with its own objective and schedule
+    (`params` are its config; its epochs are `config.epochs`). `model` is the pruned model's handle,
+    needed by such a method (its preprocessing and task).
+    """
     if config.epochs <= 0:
         return {}
     if ctx is None or ctx.data is None:
         raise RecipeError("fine-tuning after pruning needs data (--data)")
+    if teacher is not None and method not in (None, "kd"):
+        return _distill_with(module, ctx, config, teacher, name, method, params or {}, model)
     objective = None
     if teacher is not None:
         if ctx.data.task != "classification":
             raise RecipeError("distillation during pruning matches class logits; it needs a classification task")
         from compress.distill.kd import KDConfig, KDObjective
 
-        objective = KDObjective(
-            copy.deepcopy(teacher).eval(), ctx.data.task, KDConfig(temperature=temperature, alpha=alpha, train=config)
-        )
+        kd = {"temperature": temperature, "alpha": alpha, **(params or {})}
+        kd_config = from_dict(KDConfig, kd, where="distill_params (kd)")
+        kd_config.train = config
+        objective = KDObjective(copy.deepcopy(teacher).eval(), ctx.data.task, kd_config)
     result = train(module, ctx.data, config, objective=objective, checkpoint=ctx.checkpoint(name), description=name)
     return {f"val_{k}": float(v) for k, v in result.metrics.items() if k != "samples"}
 
 
-def teacher_for(model_module: nn.Module, ctx, distill: bool) -> nn.Module | None:
+def _distill_with(module, ctx, config: TrainConfig, teacher: nn.Module, name: str, method: str, params, model):
+    """Train `module` (in place) with the distillation method `method`, the unpruned model teaching."""
+    import dataclasses
+
+    from compress.methods import Context, get_method
+    from compress.models.model import Model
+
+    spec = get_method("distill", method)
+    cfg = from_dict(spec.config, params, where=f"distill_params ({method})")
+    if hasattr(cfg, "train") and "epochs" not in (params.get("train") or {}):
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=config.epochs))
+    base = model if model is not None else Model(module, {"source": "pruned", "name": name}, ctx.data.input_shape)
+    shape = tuple(ctx.data.input_shape)
+    student = Model(module, dict(base.arch), shape, base.task, list(base.history), dict(base.preprocessing))
+    teacher_model = Model(teacher, dict(base.arch), shape, base.task, [], dict(base.preprocessing))
+    workdir = ctx.workdir / name if ctx.workdir is not None else None
+    result = spec.fn(student, cfg, Context(data=ctx.data, teacher=teacher_model, workdir=workdir))
+    with torch.no_grad():
+        module.load_state_dict(result.model.module.state_dict())
+    return {
+        f"val_{k}" if not k.startswith("val_") else k: float(v)
+        for k, v in result.metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "samples"
+    }
+
+
+def teacher_for(model_module: nn.Module, ctx, distill) -> nn.Module | None:
     """The teacher for fine-tuning: ctx.teacher, else the unpruned model when `distill` is set."""
     if ctx is not None and ctx.teacher is not None:
         t = ctx.teacher

@@ -89,3 +89,40 @@ def test_bad_config_is_a_recipe_error():
         from_dict(get_method("prune", "channel").config, {"ratio": 1.5})
     with pytest.raises(RecipeError, match="unknown key"):
         from_dict(get_method("prune", "channel").config, {"ratios": 0.5})
+
+
+def test_channel_finetunes_with_a_named_distillation_method(trained, digits_small, tmp_path):
+    """--distill funmatch: the unpruned model teaches through function matching (its own objective)."""
+    model, _ = trained
+    plain = run("channel", model, digits_small, tmp_path / "a", ratio=0.5, finetune_epochs=0)
+    res = run(
+        "channel", model, digits_small, tmp_path / "b", ratio=0.5, finetune_epochs=1, distill="funmatch",
+        distill_params={"train": {"batch_size": 64}},
+    )  # fmt: skip
+    assert res.metrics["val_accuracy"] > 0.3
+    assert (tmp_path / "b" / "finetune1").is_dir()  # the method ran with its own workdir (resumable)
+    changed = [
+        not torch.equal(p, q)
+        for p, q in zip(plain.model.module.parameters(), res.model.module.parameters(), strict=True)
+    ]
+    assert any(changed)
+    with pytest.raises(RecipeError, match="unknown distill method"):
+        run("channel", model, digits_small, tmp_path / "c", ratio=0.5, finetune_epochs=1, distill="nope")
+
+
+def test_reconstruction_brings_the_pruned_outputs_back_towards_the_original(trained, digits_small, tmp_path):
+    """Least-squares re-fitting lowers the error to the unpruned outputs on images it did not fit."""
+    model, _ = trained
+    x = torch.stack([digits_small.val[i][0] for i in range(len(digits_small.val))])
+    model.module.eval()
+    with torch.no_grad():
+        y = model.module(x)
+    errors = {}
+    for rec in (False, True):
+        res = run("channel", model, digits_small, tmp_path / str(rec), ratio=0.5, reconstruct=rec, finetune_epochs=0)
+        assert res.metrics["verified"] == "exact"  # the re-fitted network is still exactly the sliced one
+        res.model.module.eval()
+        with torch.no_grad():
+            errors[rec] = float(((res.model.module(x) - y) ** 2).mean())
+    assert errors[True] < 0.7 * errors[False]
+    assert res.metrics["steps"][0]["reconstruction"]["layers"] > 0
