@@ -139,8 +139,10 @@ BACKEND = OrtBackend("onnxruntime", (".onnx",))
 # QuantizeLinear: an activation with no integer kernel (HardSwish, SiLU) gets its input quantized
 # (range observed on the calibration data) and runs in float between DQ and Q, instead of keeping
 # the Conv in float, (e) every input, the bias too, comes from a DequantizeLinear that feeds the op
-# directly (DQ -> Flatten -> Gemm with a float bias leaves the classifier in float). On x86 the
-# u8 x s8 kernels are the fast ones (VPMADDUBSW / VNNI).
+# directly (DQ -> Flatten -> Gemm with a float bias leaves the classifier in float), (f) with no
+# integer HardSwish / SiLU, x * gate(x) is written with the integer ops ORT has (QLinearSigmoid or
+# QLinearAdd for the gate, QLinearMul for the product) instead of float passes between DQ and Q.
+# On x86 the u8 x s8 kernels are the fast ones (VPMADDUBSW / VNNI).
 # Read by `compress.quantize.targets`.
 INT8_RULES = {
     "activations_per_tensor": True,
@@ -150,6 +152,7 @@ INT8_RULES = {
         "dequantize_after_shape_ops",
         "quantize_biases",
         "quantize_outputs",
+        "integer_activations",
     ),
     "signed_only": False,
 }

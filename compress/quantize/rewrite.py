@@ -12,6 +12,8 @@ them a target needs is decided by that target's rules (`compress.quantize.target
   feeds its QuantizeLinear directly.
 - `to_signed_int8`: symmetric uint8 pairs become signed int8 (TensorRT accepts only int8).
 - `fold_weight_quantizers`: `float weight -> QuantizeLinear` becomes the integer weight it computes.
+- `integer_activations`: HardSwish / SiLU between quantized tensors as QLinearAdd or QLinearSigmoid
+  plus QLinearMul (ORT has no integer HardSwish or SiLU).
 """
 
 from __future__ import annotations
@@ -274,6 +276,7 @@ def apply_rewrites(path: Path, names: tuple[str, ...], calib: list[Any] | None =
         "absorb_activations": absorb_activations,
         "dequantize_after_shape_ops": dequantize_after_shape_ops,
         "quantize_biases": quantize_biases,
+        "integer_activations": integer_activations,
     }
     unknown = [n for n in names if n not in fns and n != "quantize_outputs"]
     if unknown:
@@ -284,6 +287,7 @@ def apply_rewrites(path: Path, names: tuple[str, ...], calib: list[Any] | None =
         if name == "quantize_outputs":
             tensors = unquantized_outputs(model)
             tensors += [t for t in unquantized_operands(model) if t not in tensors]
+            tensors += [t for t in unquantized_pools(model) if t not in tensors]
             if tensors and calib:
                 onnx.save(model, str(path))
                 ranges = tensor_ranges(path, tensors, calib)
@@ -311,20 +315,24 @@ def unquantized_outputs(model: Any) -> list[str]:
     ONNX Runtime fuses `DQ -> Conv -> Q` only; a Conv whose output feeds, say, HardSwish or SiLU in
     float stays a float Conv behind its DequantizeLinear nodes.
     """
+    return _read_in_float(
+        model,
+        lambda n, fed: n.op_type in COMPUTE_OPS and len(n.input) >= 2 and fed(n.input[0]) and fed(n.input[1]),
+    )
+
+
+def _read_in_float(model: Any, select: Any) -> list[str]:
+    """First outputs of the nodes `select(node, dq_fed)` picks that something other than a QuantizeLinear reads."""
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
     consumers = _consumers(graph)
     outputs = {o.name for o in graph.output}
     out = []
     for n in graph.node:
-        if n.op_type not in COMPUTE_OPS or len(n.input) < 2:
-            continue
-        if not (_dq_fed(n.input[0], producer) and _dq_fed(n.input[1], producer)):
+        if not select(n, lambda name: _dq_fed(name, producer)) or n.output[0] in outputs:
             continue
         users = consumers.get(n.output[0], [])
-        if n.output[0] in outputs or not users:
-            continue
-        if any(u.op_type != "QuantizeLinear" for u in users):
+        if users and any(u.op_type != "QuantizeLinear" for u in users):
             out.append(n.output[0])
     return out
 
@@ -353,6 +361,17 @@ def unquantized_operands(model: Any, ops: tuple[str, ...] = ("Mul", "Add")) -> l
                 if not is_q and name not in inits and name in producer and name not in out:
                     out.append(name)
     return out
+
+
+def unquantized_pools(model: Any) -> list[str]:
+    """Outputs of GlobalAveragePool nodes that read a DequantizeLinear and are read in float.
+
+    Squeeze-excitation pools the full feature map into a vector for its small float convolutions;
+    with the pooled vector quantized, ORT runs `DQ -> GlobalAveragePool -> Q` as
+    QLinearGlobalAveragePool on the uint8 map (in its channels-last layout) instead of a layout
+    Transpose, a DequantizeLinear and a float pool over the full map: only the vector is dequantized.
+    """
+    return _read_in_float(model, lambda n, fed: n.op_type == "GlobalAveragePool" and fed(n.input[0]))
 
 
 def quantize_outputs(model: Any, ranges: dict[str, tuple[float, float]]) -> int:
@@ -541,5 +560,112 @@ def quantize_biases(model: Any) -> int:
         count += 1
     if count:
         _topological_sort(graph)
+        _drop_unused(graph)
+    return count
+
+
+def integer_activations(model: Any) -> int:
+    """HardSwish and SiLU between quantized tensors become integer ops (QLinearAdd / QLinearSigmoid + QLinearMul).
+
+    ONNX Runtime has no integer HardSwish or SiLU: `DQ -> HardSigmoid/Sigmoid, Mul -> Q` runs in float
+    on the full feature map (two DequantizeLinear, two float passes, a QuantizeLinear), while the
+    float model runs them inside its convolutions. Written as ops ORT does fuse:
+    - x * sigmoid(x): a uint8 Q/DQ pair (scale 1/255, zero-point 0) on the sigmoid, so
+      `DQ -> Sigmoid -> Q` runs as QLinearSigmoid and the Mul as QLinearMul;
+    - x * hardsigmoid(x) (HardSwish, or NNCF's inlined HardSigmoid + Mul): hardsigmoid(x) =
+      clip(alpha * x + beta, 0, 1) is an Add of alpha * x (the same integers read with scale
+      alpha * s_x) and the constant beta, quantized to uint8 with scale 1/255 and zero-point 0, whose
+      saturation is the clip: `DQ, DQ -> Add -> Q` runs as QLinearAdd, the Mul as QLinearMul.
+    The gate is rounded to 1/255 (at most 0.2% of x). Applies where x comes from a per-tensor uint8
+    DequantizeLinear and every reader of the product is a per-tensor QuantizeLinear.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    constants_to_initializers(graph)
+    inits = {t.name: t for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = _consumers(graph)
+    outputs = {o.name for o in graph.output}
+
+    def per_tensor_uint8_dq(name: str) -> Any:
+        dq = producer.get(name)
+        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3:
+            return None
+        s, z = inits.get(dq.input[1]), inits.get(dq.input[2])
+        if s is None or z is None or numpy_helper.to_array(s).size != 1 or z.data_type != 2:  # 2: UINT8
+            return None
+        return dq
+
+    def quantized_only(name: str) -> bool:
+        users = consumers.get(name, [])
+        return bool(users) and name not in outputs and all(u.op_type == "QuantizeLinear" for u in users)
+
+    def const(value: float, dtype: Any, name: str) -> str:
+        if name not in inits:
+            inits[name] = numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+            graph.initializer.append(inits[name])
+        return name
+
+    for hs in [n for n in graph.node if n.op_type == "HardSwish"]:  # x * HardSigmoid(x; 1/6, 1/2)
+        if per_tensor_uint8_dq(hs.input[0]) is None or not quantized_only(hs.output[0]):
+            continue
+        gate_out = f"{hs.name or hs.output[0]}_gate"
+        at = list(graph.node).index(hs)
+        gate = helper.make_node("HardSigmoid", [hs.input[0]], [gate_out], name=gate_out, alpha=1.0 / 6.0, beta=0.5)
+        mul = helper.make_node("Mul", [hs.input[0], gate_out], [hs.output[0]], name=f"{hs.name}_mul")
+        graph.node.remove(hs)
+        graph.node.insert(at, mul)
+        graph.node.insert(at, gate)
+        producer[gate_out], producer[hs.output[0]] = gate, mul
+        consumers.setdefault(hs.input[0], []).extend([gate, mul])
+        consumers[gate_out] = [mul]
+    unit_s = const(1.0 / 255.0, np.float32, "integer_activations_gate_scale")
+    zero = const(0, np.uint8, "integer_activations_gate_zp")
+    new_nodes: list[Any] = []
+    removed: list[Any] = []
+    count = 0
+    for mul in list(graph.node):
+        if mul.op_type != "Mul" or len(mul.input) != 2 or not quantized_only(mul.output[0]):
+            continue
+        for gate_i in (0, 1):
+            gate = producer.get(mul.input[gate_i])
+            x_name = mul.input[1 - gate_i]
+            if gate is None or gate.op_type not in ("Sigmoid", "HardSigmoid") or gate.input[0] != x_name:
+                continue
+            dq = per_tensor_uint8_dq(x_name)
+            if dq is None or consumers.get(gate.output[0], []) != [mul]:
+                continue
+            tag = f"{gate.name or gate.output[0]}_int"
+            gate_q, gate_dq = f"{tag}_q", f"{tag}_dq"
+            if gate.op_type == "Sigmoid":
+                new_nodes.append(
+                    helper.make_node("QuantizeLinear", [gate.output[0], unit_s, zero], [gate_q], name=f"{tag}_Q")
+                )
+            else:
+                attrs = {a.name: a.f for a in gate.attribute}
+                alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
+                s_x = float(numpy_helper.to_array(inits[dq.input[1]]).reshape(-1)[0])
+                a_scale = const(alpha * s_x, np.float32, f"{tag}_alpha_scale")
+                b_scale = const(beta, np.float32, f"{tag}_beta_scale")
+                one = const(1, np.uint8, "integer_activations_one")
+                new_nodes += [
+                    helper.make_node(
+                        "DequantizeLinear", [dq.input[0], a_scale, dq.input[2]], [f"{tag}_ax"], name=f"{tag}_ax_DQ"
+                    ),
+                    helper.make_node("DequantizeLinear", [one, b_scale, zero], [f"{tag}_beta"], name=f"{tag}_beta_DQ"),
+                    helper.make_node("Add", [f"{tag}_ax", f"{tag}_beta"], [f"{tag}_pre"], name=f"{tag}_Add"),
+                    helper.make_node("QuantizeLinear", [f"{tag}_pre", unit_s, zero], [gate_q], name=f"{tag}_Q"),
+                ]
+                removed.append(gate)
+            new_nodes.append(helper.make_node("DequantizeLinear", [gate_q, unit_s, zero], [gate_dq], name=f"{tag}_DQ"))
+            mul.input[gate_i] = gate_dq
+            count += 1
+            break
+    for node in removed:
+        graph.node.remove(node)
+    if count:
+        graph.node.extend(new_nodes)
+        _settle(graph)
         _drop_unused(graph)
     return count

@@ -68,6 +68,8 @@ def _row(name: str, path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         "size_bytes": m.get("size_bytes"),
         "bits_per_weight": m.get("bits_per_weight", 32.0 if m.get("params") else None),
         "int8_ops": m.get("int8_ops"),  # what ONNX Runtime really ran as integer kernels ("49/49")
+        "int8_speed": m.get("speed_verdict"),  # the quantize step's own float vs INT8 check
+        "int8_summary": m.get("int8_summary"),
         "sparsity": m.get("sparsity"),
         "latency": {
             k: lat.get(k)
@@ -122,6 +124,7 @@ def build_report(
         "environment": environment(),
         "variants": rows,
         "pareto": pareto_front(rows),
+        "notes": int8_notes(rows),
     }
     refs = {r["fidelity"].get("reference") for r in rows if r.get("fidelity") and "skipped" not in r["fidelity"]}
     if refs:
@@ -145,6 +148,15 @@ def build_report(
             shutil.rmtree(stage, ignore_errors=True)
         raise
     return report
+
+
+def int8_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per quantized variant whose own speed check did not find it faster than its float model."""
+    return [
+        f"{r['name']}: {r['int8_summary']}"
+        for r in rows
+        if r.get("int8_speed") not in (None, "faster") and r.get("int8_summary")
+    ]
 
 
 def pareto_front(rows: list[dict[str, Any]]) -> list[str]:
@@ -198,6 +210,10 @@ def markdown(report: dict[str, Any]) -> str:
             f"{r.get('int8_ops') or '—'} |" + "".join(f" {fmt_fidelity(r, k)} |" for k, _ in fid)
         )
     env = report["environment"]
+    notes = report.get("notes") or []
+    if notes:
+        lines += ["", "**INT8 not faster than float** (the quantize step's interleaved check):", ""]
+        lines += [f"- {n}" for n in notes]
     lines += [
         "",
         "![accuracy vs latency](pareto.png)" if report.get("plot") else "",

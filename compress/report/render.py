@@ -45,6 +45,8 @@ def rich_table(report: dict[str, Any]):
             fmt_count(r["macs"]),
             *(fmt_fidelity(r, k) for k, _ in fid),
         )
+    for note in report.get("notes") or []:
+        t.caption += f"\nnot faster than float: {note}"
     return t
 
 

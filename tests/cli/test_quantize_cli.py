@@ -102,3 +102,25 @@ def test_int8_for_onnxruntime_records_what_the_runtime_ran(teacher, tmp_path):
     assert json.loads(r.output)["runtime"]["integer_compute_ops"] == 0
     r = invoke("info", out / "model.onnx", "--runtime", "tensorrt")
     assert r.exit_code == 2 and "unknown --runtime" in r.output and "Traceback" not in r.output
+
+
+def test_cli_reports_a_slow_int8_model_and_fails_on_it_only_with_require_speedup(teacher, tmp_path, monkeypatch):
+    pytest.importorskip("nncf")
+    import compress.quantize.speed as speed
+
+    def slower(*args, rounds=8, **kwargs):
+        return {
+            "speedup": 0.5, "speedup_ci": [0.45, 0.55], "confidence": 0.95, "verdict": speed.SLOWER,
+            "float_ms": 1.0, "quantized_ms": 2.0, "rounds": rounds, "method": "fake", "threads": 1,
+        }  # fmt: skip
+
+    monkeypatch.setattr(speed, "measure_speedup", slower)
+    args = ("quantize", "--model", teacher, "--method", "int8", "--calib-size", "32", *SMALL)
+    r = invoke(*args, "--out", tmp_path / "a")
+    assert r.exit_code == 0, r.output  # the CLI default: reported, not an error
+    assert "SLOWER than float: 0.50x" in r.output
+    metrics = json.loads((tmp_path / "a" / "manifest.json").read_text())["metrics"]
+    assert metrics["speed_verdict"] == "slower" and metrics["speed_guard"] is False
+    r = invoke(*args, "--require-speedup", "--out", tmp_path / "b")
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "SLOWER than float: 0.50x" in r.output and "slow ops:" in r.output

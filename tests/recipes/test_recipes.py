@@ -57,6 +57,27 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     assert manifest["status"] == "complete" and manifest["variants"] == names
 
 
+def test_int8_steps_guard_their_speed_unless_the_step_turns_it_off():
+    from compress.quantize.int8 import guards_speed
+
+    def int8_step(**params):
+        raw = {
+            "name": "r",
+            "data": {"name": "digits"},
+            "steps": [
+                {"name": "t", "technique": "train", "model": "builtin:simple_cnn"},
+                {"name": "q", "technique": "quantize", "method": "int8", "model": "t", "params": params},
+            ],
+        }
+        return parse_recipe(raw).step_configs["q"]
+
+    assert guards_speed(int8_step()) and int8_step().require_speedup is None
+    assert not guards_speed(int8_step(require_speedup=False))
+    assert not guards_speed(int8_step(speed_check=False))  # nothing measured, nothing to guard
+    quick = load_recipe(RECIPES[[p.name for p in RECIPES].index("quickstart.yaml")])
+    assert guards_speed(quick.step_configs["teacher_int8"])
+
+
 def test_unknown_step_reference_is_reported():
     from compress.errors import RecipeError
 

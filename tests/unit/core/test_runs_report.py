@@ -100,5 +100,14 @@ def test_report_speedup_delta_and_files(tmp_path):
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| small ★ |" in md and "4.00×" in md and "-2.00 pt" in md
     assert "int8 ops" in md and "| 37/49 |" in md and small["int8_ops"] == "37/49"
+    assert rep["notes"] == [] and "not faster than float" not in md  # no speed verdict: no note
+    # a quantized variant whose own speed check did not find it faster is named under the table
+    for verdict, noted in (("faster", False), ("not significantly faster", True), ("slower", True)):
+        manifest["metrics"].update(speed_verdict=verdict, int8_summary=f"INT8: 37/49 ...; {verdict} summary")
+        (b / "manifest.json").write_text(json.dumps(manifest))
+        rep = build_report([a, b], tmp_path / f"rep-{verdict}", baseline="big")
+        md = (tmp_path / f"rep-{verdict}" / "report.md").read_text()
+        assert rep["notes"] == ([f"small: INT8: 37/49 ...; {verdict} summary"] if noted else [])
+        assert (f"- small: INT8: 37/49 ...; {verdict} summary" in md) is noted
     with pytest.raises(RunDirError, match="baseline 'nope'"):
         build_report([a], tmp_path / "rep2", baseline="nope")

@@ -16,6 +16,8 @@ from compress.quantize.qdq import check_qdq
 
 def _run(model, data, tmp_path, **kw):
     ctx = Context(data=data, workdir=tmp_path)
+    kw.setdefault("require_speedup", False)  # timings of a 12 px model decide nothing; guard tests set it
+    kw.setdefault("mixed_by_latency", False)
     return get_method("quantize", "int8").fn(model, Int8Config(calib_size=64, **kw), ctx)
 
 
@@ -69,16 +71,19 @@ def test_torch_route_with_qat_exports_int8_qdq(trained, digits, tmp_path):
     assert fold_weight_quantizers(r.onnx) == 0  # nothing left to fold
 
 
-def _fake_speed(verdict, speedup):
-    def measure(*args, **kwargs):
+def _fake_speed(verdict, speedup, calls=None):
+    def measure(*args, rounds=8, **kwargs):
+        if calls is not None:
+            calls.append(rounds)
+        v = verdict[min(len(calls) - 1, len(verdict) - 1)] if isinstance(verdict, list) else verdict
         return {
             "speedup": speedup,
             "speedup_ci": [speedup * 0.9, speedup * 1.1],
             "confidence": 0.95,
-            "verdict": verdict,
+            "verdict": v,
             "float_ms": 1.0,
             "quantized_ms": 1.0 / speedup,
-            "rounds": 8,
+            "rounds": rounds,
             "method": "fake",
             "threads": 1,
         }
@@ -86,14 +91,43 @@ def _fake_speed(verdict, speedup):
     return measure
 
 
-def test_require_speedup_names_the_slow_ops_and_is_reported_without_it(trained, digits, tmp_path, monkeypatch):
+def test_speed_guard_is_on_by_default_names_the_slow_ops_and_only_reports_when_turned_off(
+    trained, digits, tmp_path, monkeypatch
+):
     import compress.quantize.speed as speed
 
     monkeypatch.setattr(speed, "measure_speedup", _fake_speed("slower", 0.5))
-    with pytest.raises(CompressError, match=r"SLOWER than float: 0.50x.*slow ops: QLinearConv \d+%"):
-        _run(trained, digits, tmp_path / "a", require_speedup=True)
-    r = _run(trained, digits, tmp_path / "b")
+    for i, flag in enumerate((None, True)):  # None: the default a recipe step gets
+        with pytest.raises(CompressError, match=r"SLOWER than float: 0.50x.*slow ops: QLinearConv \d+%"):
+            _run(trained, digits, tmp_path / f"a{i}", require_speedup=flag)
+    r = _run(trained, digits, tmp_path / "b", require_speedup=False)
     assert r.metrics["speed_verdict"] == "slower" and "SLOWER than float" in r.metrics["int8_summary"]
+    assert r.metrics["speed_guard"] is False
+    r = _run(trained, digits, tmp_path / "c", require_speedup=None, speed_check=False)  # nothing measured: no guard
+    assert "speed_verdict" not in r.metrics and r.metrics["speed_guard"] is False
+    with pytest.raises(ValueError, match="require_speedup needs speed_check"):
+        Int8Config(require_speedup=True, speed_check=False)
+
+
+def test_inconclusive_speed_is_measured_again_longer_then_reported_not_an_error(trained, digits, tmp_path, monkeypatch):
+    import compress.quantize.speed as speed
+
+    calls: list[int] = []
+    monkeypatch.setattr(speed, "measure_speedup", _fake_speed(speed.UNDECIDED, 1.05, calls))
+    r = _run(trained, digits, tmp_path / "a", require_speedup=None, speed_rounds=6)
+    assert calls == [6, 12]  # a second, twice as long measurement
+    assert r.metrics["speed_guard"] is True and r.metrics["speed_verdict"] == speed.UNDECIDED
+    assert r.metrics["speed"]["first_attempt"]["rounds"] == 6 and r.metrics["speed"]["rounds"] == 12
+    assert "not measurably faster than float: 1.05x" in r.metrics["int8_summary"]
+    calls.clear()  # decided by the longer measurement: its verdict counts
+    monkeypatch.setattr(speed, "measure_speedup", _fake_speed([speed.UNDECIDED, speed.SLOWER], 0.9, calls))
+    with pytest.raises(CompressError, match="SLOWER than float"):
+        _run(trained, digits, tmp_path / "b", require_speedup=None, speed_rounds=6)
+    assert calls == [6, 12]
+    calls.clear()  # a clear verdict is not measured twice
+    monkeypatch.setattr(speed, "measure_speedup", _fake_speed(speed.FASTER, 1.5, calls))
+    r = _run(trained, digits, tmp_path / "c", require_speedup=None, speed_rounds=6)
+    assert calls == [6] and "first_attempt" not in r.metrics["speed"]
 
 
 def test_mixed_by_latency_keeps_a_layer_in_float_only_when_that_is_faster(trained, digits, tmp_path, monkeypatch):
@@ -113,3 +147,28 @@ def test_mixed_by_latency_keeps_a_layer_in_float_only_when_that_is_faster(traine
 def test_onnx_scope_follows_the_torchscript_node_names():
     assert onnx_scope("layer1.0.conv1") == "/layer1/layer1.0/conv1/"
     assert onnx_scope("features.1.conv.0.0") == "/features/features.1/conv/conv.0/conv.0.0/"
+
+
+def test_mixed_by_latency_runs_by_default_when_int8_is_not_faster_and_keeps_only_what_measures_faster(
+    trained, digits, tmp_path, monkeypatch
+):
+    import compress.quantize.budget as budget
+    import compress.quantize.speed as speed
+
+    layers = [{"layer": "0", "cost_us": 2.0}, {"layer": "3", "cost_us": 1.0}, {"layer": "6", "cost_us": 0.5}]
+    monkeypatch.setattr(budget, "latency_candidates", lambda *a, **k: layers)
+    calls: list[int] = []
+    # all-INT8 vs float: slower; trial "0" vs all-INT8: faster (kept); trial "3" vs that: slower (dropped);
+    # then the final file vs float: faster
+    verdicts = [speed.SLOWER, speed.FASTER, speed.SLOWER, speed.FASTER]
+    monkeypatch.setattr(speed, "measure_speedup", _fake_speed(verdicts, 1.2, calls))
+    r = _run(trained, digits, tmp_path / "a", mixed_by_latency=None, latency_trials=2)
+    assert len(calls) == 4
+    assert r.metrics["latency_float_layers"] == ["0"] and r.metrics["speed_verdict"] == speed.FASTER
+    trial = r.metrics["mixed_by_latency_trial"]
+    assert trial["candidates"] == ["0", "3"] and [t["kept"] for t in trial["trials"]] == [True, False]
+    assert len(check_qdq(r.onnx, "onnxruntime")["float_compute_nodes"]) == 1  # the dropped trial was undone
+    calls.clear()  # a faster all-INT8 model is left as it is
+    monkeypatch.setattr(speed, "measure_speedup", _fake_speed(speed.FASTER, 1.5, calls))
+    r = _run(trained, digits, tmp_path / "b", mixed_by_latency=None)
+    assert calls == [8] and r.metrics["latency_float_layers"] == [] and r.metrics["mixed_by_latency_trial"] is None

@@ -178,3 +178,78 @@ def test_conv_before_an_activation_without_integer_kernel_gets_its_output_quanti
     x = calib[0]
     step = (ranges["c1"][1] - ranges["c1"][0]) / 255
     assert np.abs(_run(after, x) - _run(before, x)).max() < 20 * step + 0.1  # one extra rounding, propagated
+
+
+def _gated_block(kind):
+    """Q/DQ input -> Conv -> uint8 Q/DQ -> HardSwish | HardSigmoid*x | Sigmoid*x -> Q/DQ -> Conv -> Q/DQ."""
+    nodes, inits = [], []
+    _qdq("input", "x", 0.05, np.uint8(128), nodes, inits)
+    _conv("x", "c1", 4, 8, nodes, inits)
+    _qdq("c1", "a0", 0.08, np.uint8(128), nodes, inits)
+    if kind == "hardswish":
+        nodes.append(helper.make_node("HardSwish", ["a0"], ["h1"]))
+    else:
+        gate = [helper.make_node("Sigmoid", ["a0"], ["g"])] if kind == "silu" else []
+        gate = gate or [helper.make_node("HardSigmoid", ["a0"], ["g"], alpha=1 / 6, beta=0.5)]
+        nodes += [*gate, helper.make_node("Mul", ["g", "a0"], ["h1"])]
+    _qdq("h1", "a1", 0.04, np.uint8(20), nodes, inits)
+    _conv("a1", "c2", 8, 8, nodes, inits)
+    _qdq("c2", "out", 0.05, np.uint8(128), nodes, inits)
+    return _model(nodes, inits, "out")
+
+
+@pytest.mark.parametrize("kind", ["hardswish", "hardsigmoid_mul", "silu"])
+def test_hardswish_and_silu_between_quantized_tensors_run_as_integer_ops(kind, tmp_path):
+    from compress.quantize.rewrite import integer_activations
+
+    m = _gated_block(kind)
+    before = _save(m, tmp_path / "before.onnx")
+    float_ops = {"HardSwish", "HardSigmoid", "Sigmoid", "Mul"}
+    assert float_ops & set(runtime_report(before, runs=1)["ops"])
+    assert integer_activations(m) == 1
+    after = _save(m, tmp_path / "after.onnx")
+    rep = runtime_report(after, runs=1)
+    gate_op = "QLinearSigmoid" if kind == "silu" else "QLinearAdd"
+    assert rep["ops"].get(gate_op) == 1 and rep["ops"].get("QLinearMul") == 1, rep["ops"]
+    assert not float_ops & set(rep["ops"]) and rep["integer_compute_ops"] == 2
+    xs = [RNG.standard_normal((1, 4, 8, 8)).astype(np.float32) for _ in range(3)]
+    # the gate is rounded to 1/255: the product moves by at most a step or two of the output grid
+    for x in xs:
+        assert np.abs(_run(after, x) - _run(before, x)).max() <= 0.05 * 8 + 1e-6
+
+
+def test_gated_activation_read_in_float_is_left_alone():
+    from compress.quantize.rewrite import integer_activations
+
+    m = _gated_block("silu")
+    g = m.graph
+    g.output[0].name = "h1"  # the product is a graph output: nothing quantizes it
+    assert integer_activations(m) == 0
+
+
+def test_squeeze_excitation_pool_runs_on_the_integer_map(tmp_path):
+    from compress.quantize.rewrite import unquantized_pools
+
+    nodes, inits = [], []
+    _qdq("input", "x", 0.05, np.uint8(128), nodes, inits)
+    _conv("x", "c1", 4, 8, nodes, inits)
+    _qdq("c1", "a1", 0.05, np.uint8(128), nodes, inits)
+    inits.append(_init("fc_w", RNG.standard_normal((8, 8, 1, 1)).astype(np.float32) * 0.3))
+    nodes += [
+        helper.make_node("GlobalAveragePool", ["a1"], ["pooled"]),
+        helper.make_node("Conv", ["pooled", "fc_w"], ["fc"], name="/se/fc/Conv"),  # SE convs stay float
+        helper.make_node("Sigmoid", ["fc"], ["scale"]),
+        helper.make_node("Mul", ["a1", "scale"], ["out"]),
+    ]
+    m = _model(nodes, inits, "out")
+    before = _save(m, tmp_path / "before.onnx")
+    assert "QLinearGlobalAveragePool" not in runtime_report(before, runs=1)["ops"]
+    assert unquantized_pools(m) == ["pooled"]
+    calib = [RNG.standard_normal((1, 4, 8, 8)).astype(np.float32) for _ in range(4)]
+    ranges = tensor_ranges(before, ["pooled"], calib)
+    assert quantize_outputs(m, ranges) == 1 and unquantized_pools(m) == []
+    after = _save(m, tmp_path / "after.onnx")
+    assert runtime_report(after, runs=1)["ops"].get("QLinearGlobalAveragePool") == 1
+    step = (ranges["pooled"][1] - ranges["pooled"][0]) / 255
+    for x in calib:
+        assert np.abs(_run(after, x) - _run(before, x)).max() < 4 * step + 0.05
