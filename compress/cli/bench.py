@@ -28,7 +28,7 @@ def bench(
     min_time: float = typer.Option(1.0, "--min-time", help="...and at least this many seconds."),
     warmup: float = typer.Option(0.2, "--warmup", help="Warm-up seconds (and at least 10 runs)."),
     task: str | None = opt.Task,
-    image_size: int | None = opt.ImageSize,
+    image_size: str | None = opt.ImageSize,
     channels: int | None = opt.Channels,
     limit: int | None = opt.Limit,
     json_out: Path | None = typer.Option(None, "--json", help="Write every figure to this JSON file."),

@@ -42,7 +42,7 @@ def check(
     batch_size: int = typer.Option(1, "--batch-size", help="Batch size of the latency input."),
     seed: int = typer.Option(0, "--seed", help="Seed of the latency input and the bootstrap."),
     task: str | None = opt.Task,
-    image_size: int | None = opt.ImageSize,
+    image_size: str | None = opt.ImageSize,
     channels: int | None = opt.Channels,
     limit: int | None = opt.Limit,
     junit: Path | None = typer.Option(None, "--junit", help="Write JUnit XML (one testcase per gate)."),

@@ -158,11 +158,25 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
+def parse_image_size(text: str | int | None) -> int | tuple[int, int] | None:
+    """'--image-size 224' -> 224 (a square); '192x256' (or '192,256') -> (192, 256), H x W."""
+    if text is None or isinstance(text, int):
+        return text
+    parts = str(text).strip().lower().replace(",", "x").split("x")
+    try:
+        sides = [int(p) for p in parts]
+    except ValueError:
+        sides = []
+    if len(sides) not in (1, 2):
+        raise CompressError(f"--image-size: expected a size or HxW (224, 192x256), got '{str(text)[:40]}'")
+    return sides[0] if len(sides) == 1 else (sides[0], sides[1])
+
+
 def data_config(
     name: str,
     *,
     task: str | None = None,
-    image_size: int | None = None,
+    image_size: int | str | tuple[int, int] | None = None,
     channels: int | None = None,
     limit: int | None = None,
     calib_size: int | None = None,
@@ -173,7 +187,7 @@ def data_config(
     raw: dict[str, Any] = {"name": name}
     for key, value in (
         ("task", task),
-        ("image_size", image_size),
+        ("image_size", parse_image_size(image_size)),
         ("channels", channels),
         ("limit", limit),
         ("calib_size", calib_size),

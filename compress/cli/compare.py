@@ -29,7 +29,7 @@ def compare(
     ),
     data: str | None = opt.DataOptional,
     task: str | None = opt.Task,
-    image_size: int | None = opt.ImageSize,
+    image_size: str | None = opt.ImageSize,
     channels: int | None = opt.Channels,
     limit: int | None = opt.Limit,
     samples: int = typer.Option(32, "--samples", help="Random inputs without --data."),

@@ -35,7 +35,7 @@ def distill(
     optimizer: str | None = opt.Optimizer,
     width: float | None = opt.Width,
     task: str | None = opt.Task,
-    image_size: int | None = opt.ImageSize,
+    image_size: str | None = opt.ImageSize,
     channels: int | None = opt.Channels,
     limit: int | None = opt.Limit,
     seed: int | None = opt.Seed,

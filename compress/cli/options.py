@@ -20,7 +20,13 @@ DataOptional = typer.Option(
     None, "--data", "-d", help="Dataset: digits, imagefolder:PATH, cifar10:ROOT, synthetic:CxHxW."
 )
 Task = typer.Option(None, "--task", help="classification or denoising (default: classification).")
-ImageSize = typer.Option(None, "--image-size", help="Resize images to this size (default 32).")
+ImageSize = typer.Option(
+    None,
+    "--image-size",
+    parser=str,  # a side or HxW, parsed by compress.cli.common.data_config
+    metavar="SIZE|HxW",
+    help="Resize images to this square size, or to HxW (192x256) (default 32).",
+)
 Channels = typer.Option(None, "--channels", help="1 or 3 input channels (default 3).")
 Limit = typer.Option(None, "--limit", help="At most this many samples per split.")
 Seed = typer.Option(None, "--seed", help="Random seed.")

@@ -55,7 +55,7 @@ def prune(
     input_shape: str | None = opt.InputShape,
     num_classes: int | None = opt.NumClasses,
     task: str | None = opt.Task,
-    image_size: int | None = opt.ImageSize,
+    image_size: str | None = opt.ImageSize,
     channels: int | None = opt.Channels,
     limit: int | None = opt.Limit,
     seed: int | None = opt.Seed,

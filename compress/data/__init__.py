@@ -8,7 +8,7 @@ source into (noisy, clean) pairs, so every source serves every task.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from compress.errors import DataError
@@ -22,18 +22,24 @@ class DataConfig:
     Attributes:
         name: dataset spec (see module docstring).
         task: what the model learns: class labels, or clean images from noisy ones.
-        image_size: images are resized to image_size x image_size.
+        image_size: images are resized to image_size x image_size, or to H x W for a pair [H, W]
+            (each side 4..4096; a pair of equal sides is kept as the one int).
         channels: 1 (grey) or 3 (grey replicated / RGB).
         val_fraction: share of samples held out for evaluation (deterministic split).
         calib_size: calibration samples, drawn from the training split.
         noise_sigma: Gaussian noise level for the denoising task (on [0, 1] images).
         limit: keep at most this many samples per split (fast experiments).
         seed: the split and the noise depend on it only.
+        resize / crop_pct / interpolation: how a photo becomes `image_size` (squash, or scale and
+            centre-crop: `compress.data.transforms.fit_image`); None: the model's preprocessing, else squash.
+        workers: DataLoader worker processes that read and decode the samples (0: in the main process).
+            Worth it for `imagefolder:` and `images:`, whose samples are decoded from files; the order of
+            the batches and every random draw stay the same whatever the count.
     """
 
     name: str = "digits"
     task: Literal["classification", "denoising"] = "classification"
-    image_size: int = 32
+    image_size: int | tuple[int, ...] = 32
     channels: int = 3
     val_fraction: float = 0.2
     calib_size: int = 256
@@ -43,6 +49,7 @@ class DataConfig:
     resize: Literal["squash", "shorter"] | None = None
     crop_pct: float | None = None
     interpolation: Literal["nearest", "bilinear", "bicubic"] | None = None
+    workers: int = field(default=0, metadata={"range": (0, 64)})
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -53,10 +60,34 @@ class DataConfig:
             raise ValueError(f"limit must be at least 1, got {self.limit}")
         if self.calib_size < 1:
             raise ValueError(f"calib_size must be at least 1, got {self.calib_size}")
-        if self.image_size < 4:
-            raise ValueError(f"image_size must be at least 4, got {self.image_size}")
+        self.image_size = check_image_size(self.image_size)
         if self.crop_pct is not None and not 0.0 < self.crop_pct <= 1.0:
             raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+
+
+MAX_SIDE = 4096
+
+
+def check_image_size(size) -> int | tuple[int, int]:
+    """`size` as one int (a square) or an (H, W) pair, each side 4..4096; ValueError (one line) if not.
+
+    A pair of equal sides becomes the int, so a square is spelled one way in manifests."""
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) for v in size):
+        h, w = int(size[0]), int(size[1])
+        sides = (h, w)
+    elif _is_int(size):
+        h = w = int(size)
+        sides = (h,)
+    else:
+        raise ValueError(f"image_size: expected one size or [H, W], got {str(size)[:40]}")
+    for side in sides:
+        if not 4 <= side <= MAX_SIDE:
+            raise ValueError(f"image_size: each side must be between 4 and {MAX_SIDE}, got {str(side)[:20]}")
+    return h if h == w else (h, w)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass
@@ -151,5 +182,7 @@ def load_data(config: DataConfig | str) -> DataBundle:
         val = DenoisingDataset(val, config.noise_sigma, config.seed + 1)
         calib = DenoisingDataset(calib, config.noise_sigma, config.seed)
         num_classes = 0
-    shape = (config.channels, config.image_size, config.image_size)
+    from compress.data.transforms import image_hw
+
+    shape = (config.channels, *image_hw(config.image_size))
     return DataBundle(train, val, calib, shape, num_classes, config.task, config)

@@ -2,10 +2,11 @@
 
 The real photos of `compress.data.photos` (nothing downloads), cut into `photocrops:N` crops per
 split (default 256): each crop takes 20-100 % of its photo's shorter side at a random place, and
-is resized to `image_size` square. Training and calibration crops come from six photos; the
-validation crops come only from the two held-out photos (`photos.HELD_OUT`), so a figure measured on
-them is measured on pixels no step trained or calibrated on. Labels are `UNLABELLED`: the metric is
-fidelity to a reference model (top-1 agreement), the way a user checks a network on their own images.
+is resized to `image_size` (a square, or H x W: then the crop has that aspect ratio). Training and
+calibration crops come from six photos; the validation crops come only from the two held-out photos
+(`photos.HELD_OUT`), so a figure measured on them is measured on pixels no step trained or calibrated
+on. Labels are `UNLABELLED`: the metric is fidelity to a reference model (top-1 agreement), the way a
+user checks a network on their own images.
 """
 
 from __future__ import annotations
@@ -16,26 +17,30 @@ from torch.utils.data import Dataset, TensorDataset
 
 from compress.data import DATASETS, UNLABELLED, DataConfig
 from compress.data.photos import HELD_OUT, PHOTOS, photo
-from compress.data.transforms import to_shape
+from compress.data.transforms import image_hw, to_shape
 from compress.errors import DataError
 
 DEFAULT_CROPS = 256
 _SIDE = 448
 
 
-def crops(names: list[str], count: int, size: int, seed: int) -> torch.Tensor:
-    """`count` [3, size, size] crops spread evenly over the photos `names`."""
+def crops(names: list[str], count: int, size: int | tuple[int, int], seed: int) -> torch.Tensor:
+    """`count` [3, H, W] crops spread evenly over the photos `names` (`size`: a square side or (H, W))."""
+    th, tw = image_hw(size)
     g = torch.Generator().manual_seed(seed)
     images = [photo(n, _SIDE) for n in names]
     out = []
     for i in range(count):
         img = images[i % len(images)]
         _, h, w = img.shape
-        side = int(min(h, w) * (0.2 + 0.8 * torch.rand((), generator=g).item()))
-        y = int(torch.randint(0, h - side + 1, (), generator=g))
-        x = int(torch.randint(0, w - side + 1, (), generator=g))
-        patch = img[None, :, y : y + side, x : x + side]
-        out.append(F.interpolate(patch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0])
+        side = min(h, w) * (0.2 + 0.8 * torch.rand((), generator=g).item())
+        # the crop has the output's aspect ratio; its longer side is `side` (the square case: side x side)
+        ch, cw = (int(side), int(side * tw / th)) if th >= tw else (int(side * th / tw), int(side))
+        ch, cw = max(1, min(ch, h)), max(1, min(cw, w))
+        y = int(torch.randint(0, h - ch + 1, (), generator=g))
+        x = int(torch.randint(0, w - cw + 1, (), generator=g))
+        patch = img[None, :, y : y + ch, x : x + cw]
+        out.append(F.interpolate(patch, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)[0])
     return torch.stack(out).clamp(0.0, 1.0)
 
 

@@ -2,7 +2,7 @@
 
 Eight real colour photos ship inside the scikit-image package (`skimage.data`; nothing is
 downloaded). Each is resized so its shorter side is SIDE pixels (`photos:SIDE`, default 256), then:
-  * the training split is every `image_size` x `image_size` patch of the six training photos on a
+  * the training split is every `image_size` patch (square, or H x W) of the six training photos on a
     grid with a stride of half a patch;
   * the validation split holds out two whole photos (`HELD_OUT`): none of their pixels is trained on,
     and their patches tile each photo exactly once (non-overlapping; a last row and column aligned to
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
 from compress.data import DATASETS, DataConfig
-from compress.data.transforms import to_shape
+from compress.data.transforms import image_hw, to_shape
 from compress.errors import DataError, MissingDependencyError
 
 # name -> how to get the (H, W, 3) uint8 array from skimage.data
@@ -65,12 +65,11 @@ def _starts(length: int, patch: int, stride: int) -> list[int]:
     return starts
 
 
-def patches(image: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
-    """[N, C, patch, patch] patches of a [C, H, W] image on a grid with the given stride."""
+def patches(image: torch.Tensor, patch: int | tuple[int, int], stride: int | tuple[int, int]) -> torch.Tensor:
+    """[N, C, PH, PW] patches of a [C, H, W] image on a grid with the given stride (ints: square)."""
     _, h, w = image.shape
-    return torch.stack(
-        [image[:, y : y + patch, x : x + patch] for y in _starts(h, patch, stride) for x in _starts(w, patch, stride)]
-    )
+    (ph, pw), (sh, sw) = image_hw(patch), image_hw(stride)
+    return torch.stack([image[:, y : y + ph, x : x + pw] for y in _starts(h, ph, sh) for x in _starts(w, pw, sw)])
 
 
 def _side(arg: str) -> int:
@@ -101,9 +100,13 @@ def photos(arg: str, config: DataConfig) -> tuple[Dataset, Dataset, int]:
         raise DataError("the photos source has no labels; use it with --task denoising")
     side = _side(arg)
     size = config.image_size
-    if size > side:
-        raise DataError(f"photos:{side}: patches of {size} px do not fit photos {side} px high; lower --image-size")
-    train = [patches(photo(n, side), size, max(1, size // 2)) for n in PHOTOS if n not in HELD_OUT]
+    ph, pw = image_hw(size)
+    if max(ph, pw) > side:
+        raise DataError(
+            f"photos:{side}: patches of {max(ph, pw)} px do not fit photos {side} px high; lower --image-size"
+        )
+    half = (max(1, ph // 2), max(1, pw // 2))
+    train = [patches(photo(n, side), size, half) for n in PHOTOS if n not in HELD_OUT]
     val = [patches(photo(n, side), size, size) for n in HELD_OUT]
     xt = to_shape(torch.cat(train), size, config.channels)
     xv = to_shape(torch.cat(val), size, config.channels)

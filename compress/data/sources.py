@@ -34,13 +34,17 @@ def digits(arg: str, config: DataConfig) -> tuple[Dataset, Dataset, int]:
 @DATASETS.register("synthetic")
 def synthetic(arg: str, config: DataConfig) -> tuple[Dataset, Dataset, int]:
     """Random images and labels, `synthetic:CxHxW`, for latency-only work (accuracy is meaningless)."""
+    from compress.data import check_image_size
+
     try:
         c, h, w = (int(v) for v in arg.lower().split("x"))
-    except ValueError:
-        raise DataError(f"synthetic data needs a shape like 'synthetic:3x32x32', got 'synthetic:{arg}'") from None
-    if h != w:
-        raise DataError(f"synthetic:{arg}: only square images are supported")
-    config.image_size, config.channels = h, c
+        config.image_size = check_image_size((h, w))
+    except ValueError as e:
+        hint = f" ({e})" if "image_size" in str(e) else ""
+        raise DataError(
+            f"synthetic data needs a shape like 'synthetic:3x32x32', got 'synthetic:{arg[:30]}'{hint}"
+        ) from None
+    config.channels = c
     g = torch.Generator().manual_seed(config.seed)
     n = config.limit or 512
     images = torch.rand(n, c, h, w, generator=g)

@@ -7,10 +7,19 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 
-def to_shape(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
-    """Resize a float [N, C, H, W] batch in [0, 1] and match the channel count."""
-    if images.shape[-1] != size or images.shape[-2] != size:
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+def image_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """(H, W) of an image size: one int is a square, a pair is H x W."""
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def to_shape(images: torch.Tensor, size: int | tuple[int, int], channels: int) -> torch.Tensor:
+    """Resize a float [N, C, H, W] batch in [0, 1] to `size` (square, or H x W) and match the channel count."""
+    hw = image_hw(size)
+    if tuple(images.shape[-2:]) != hw:
+        images = F.interpolate(images, size=hw, mode="bilinear", align_corners=False, antialias=True)
     if images.shape[1] == 1 and channels == 3:
         images = images.expand(-1, 3, -1, -1)
     elif images.shape[1] == 3 and channels == 1:
@@ -19,24 +28,29 @@ def to_shape(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
 
 
 def fit_image(
-    image: torch.Tensor, size: int, resize: str | None, crop_pct: float | None, interpolation: str | None
+    image: torch.Tensor,
+    size: int | tuple[int, int],
+    resize: str | None,
+    crop_pct: float | None,
+    interpolation: str | None,
 ) -> torch.Tensor:
-    """One [1, C, H, W] image in [0, 1] to size x size: squashed, or (ImageNet evaluation) its shorter
-    side scaled to size / crop_pct and the centre size x size taken, so the aspect ratio is kept."""
+    """One [1, C, H, W] image in [0, 1] to `size` (square, or H x W): squashed, or (ImageNet evaluation)
+    scaled, aspect ratio kept, until it covers size / crop_pct and the centre `size` taken. For a square
+    `size` that is the usual "shorter side to size / crop_pct, then centre crop"."""
+    th, tw = image_hw(size)
     mode = interpolation or "bilinear"
+    kw = {"align_corners": False, "antialias": True} if mode != "nearest" else {}
     if resize != "shorter":
-        if image.shape[-2:] != (size, size):
-            kw = {"align_corners": False, "antialias": True} if mode != "nearest" else {}
-            image = F.interpolate(image, size=(size, size), mode=mode, **kw)
+        if tuple(image.shape[-2:]) != (th, tw):
+            image = F.interpolate(image, size=(th, tw), mode=mode, **kw)
         return image.clamp(0.0, 1.0)
     h, w = image.shape[-2:]
-    short = int(round(size / (crop_pct or 1.0)))
-    scale = short / min(h, w)
-    new = (max(size, int(round(h * scale))), max(size, int(round(w * scale))))
-    kw = {"align_corners": False, "antialias": True} if mode != "nearest" else {}
+    pct = crop_pct or 1.0
+    scale = max(round(th / pct) / h, round(tw / pct) / w)
+    new = (max(th, int(round(h * scale))), max(tw, int(round(w * scale))))
     image = F.interpolate(image, size=new, mode=mode, **kw)
-    top, left = (new[0] - size) // 2, (new[1] - size) // 2
-    return image[..., top : top + size, left : left + size].clamp(0.0, 1.0)
+    top, left = (new[0] - th) // 2, (new[1] - tw) // 2
+    return image[..., top : top + th, left : left + tw].clamp(0.0, 1.0)
 
 
 class Normalized(Dataset):

@@ -37,6 +37,13 @@ def resolve_preprocessing(known: dict[str, Any], overrides: dict[str, Any] | Non
             if not ok or (key == "std" and min(values) <= 0):
                 raise DataError(f"preprocessing.{key}: expected 1 or 3 finite numbers{' > 0' if key == 'std' else ''}")
             prep[key] = [float(v) for v in values]
+    if "input_size" in prep:
+        size = prep["input_size"]
+        ok = isinstance(size, (list, tuple)) and len(size) == 3
+        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+        if not ok or size[0] not in (1, 3) or not all(4 <= v <= 4096 for v in size[1:]):
+            raise DataError("preprocessing.input_size: expected [C, H, W] with C 1 or 3 and H, W between 4 and 4096")
+        prep["input_size"] = [int(v) for v in size]
     if "crop_pct" in prep and not (isinstance(prep["crop_pct"], (int, float)) and 0 < prep["crop_pct"] <= 1):
         raise DataError("preprocessing.crop_pct: expected a fraction in (0, 1]")
     if prep.get("resize", "squash") not in ("shorter", "squash"):
@@ -50,15 +57,21 @@ def normalizer(prep: dict[str, Any]):
     """A function that maps a batch of [0, 1] images to the network's input, or None when there is none."""
     if not prep.get("mean"):
         return None
-    import torch
+    return Normalize(prep["mean"], prep["std"])
 
-    mean = torch.tensor(prep["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(prep["std"]).view(1, -1, 1, 1)
 
-    def apply(x):
-        return (x - mean.to(x.dtype)) / std.to(x.dtype)
+class Normalize:
+    """(x - mean) / std over a [N, C, H, W] batch; a plain object, so datasets holding it pickle into
+    DataLoader worker processes."""
 
-    return apply
+    def __init__(self, mean, std) -> None:
+        import torch
+
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1)
+        self.std = torch.tensor(std).view(1, -1, 1, 1)
+
+    def __call__(self, x):
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
 
 def describe_preprocessing(prep: dict[str, Any]) -> str:
@@ -68,11 +81,14 @@ def describe_preprocessing(prep: dict[str, Any]) -> str:
     parts = []
     if prep.get("mean"):
         parts.append(f"mean {[round(v, 3) for v in prep['mean']]} std {[round(v, 3) for v in prep['std']]}")
-    size = (prep.get("input_size") or [None, None, None])[-1]
-    if prep.get("resize") == "shorter" and size:
-        parts.append(f"shorter side {round(size / prep.get('crop_pct', 1.0))} -> centre {size}")
-    elif size:
-        parts.append(f"resize to {size}x{size}")
+    h, w = (prep.get("input_size") or [None, None, None])[-2:]
+    pct = prep.get("crop_pct", 1.0)
+    if prep.get("resize") == "shorter" and h and h == w:
+        parts.append(f"shorter side {round(h / pct)} -> centre {h}")
+    elif prep.get("resize") == "shorter" and h:
+        parts.append(f"scaled to cover {round(h / pct)}x{round(w / pct)} -> centre {h}x{w}")
+    elif h:
+        parts.append(f"resize to {h}x{w}")
     if prep.get("interpolation"):
         parts.append(str(prep["interpolation"]))
     return "; ".join(parts)
