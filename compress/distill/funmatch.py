@@ -235,7 +235,10 @@ def recalibrate_on_views(module, dataset, config: FunMatchConfig, batches: int, 
 class FunMatchObjective(DistillObjective):
     """KL to the teachers on the views of `config.mode`; in fixed_teacher mode with `cache_teacher`,
     the teachers' outputs on the plain training images come from a table built in `setup` and the
-    batches carry their sample index (see `common.with_indices`)."""
+    batches carry their sample index (see `common.with_indices`). Its views are its augmentation, so
+    the training loop's `augment` is refused with it (`own_views`)."""
+
+    own_views = True
 
     def __init__(self, teacher, task: str, config: FunMatchConfig, extra=(), train_set=None) -> None:
         super().__init__(teacher, task, extra_teachers=extra)

@@ -60,6 +60,16 @@ class TrainConfig:
             (0: off). Running averages lag behind fast-changing weights in short schedules (fine-tuning
             after pruning, QAT, quick students); measured on digits, a 2-epoch student went from 16% to
             74% validation accuracy with it.
+        augment: training-time augmentation of the training split's images, through torchvision
+            transforms v2 (`compress.data.augment`): none, flip (horizontal, half the images) or crop_flip
+            (a random-resized crop back to the input size, then the flip). Only training steps see it:
+            never evaluation, calibration, BatchNorm recalibration or benchmarks. Each sample's draw
+            depends on (seed, epoch, sample) only, so runs and resumed runs match. Used by plain
+            training, fine-tuning after pruning, QAT and the distillation methods that feed the batch
+            to both networks (kd, feature methods, crd, ...); function matching makes its own views and
+            refuses it. Dense tasks take flip only.
+        crop_scale: crop_flip's range of crop areas, as fractions of the image.
+        crop_ratio: crop_flip's range of crop aspect ratios (width / height).
     """
 
     epochs: int = 5
@@ -79,10 +89,21 @@ class TrainConfig:
     find_unused_parameters: bool = False
     deterministic: bool = True
     bn_recalibration: int = 32
+    augment: Literal["none", "flip", "crop_flip"] = "none"
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs must be >= 0, batch_size >= 1 and lr > 0")
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"crop_scale: expected 0 < low <= high <= 1, got [{lo}, {hi}]")
+        lo, hi = self.crop_ratio
+        if not 0 < lo <= hi:
+            raise ValueError(f"crop_ratio: expected 0 < low <= high, got [{lo}, {hi}]")
+        self.crop_scale = (float(self.crop_scale[0]), float(self.crop_scale[1]))
+        self.crop_ratio = (float(self.crop_ratio[0]), float(self.crop_ratio[1]))
 
 
 @dataclass
@@ -103,10 +124,12 @@ class Objective:
 
     `modules()` are trained with the model (projection heads, gates); `state_dict()` is saved in
     checkpoints (e.g. an adaptive penalty weight). `recalibrate_bn` lets an objective that trains on
-    views unlike the plain training data opt out of the final BatchNorm recalibration.
+    views unlike the plain training data opt out of the final BatchNorm recalibration; `own_views`
+    says the objective augments its batches itself, so the loop refuses `TrainConfig.augment` with it.
     """
 
     recalibrate_bn: bool = True
+    own_views: bool = False
 
     def modules(self) -> dict[str, nn.Module]:
         return {}
@@ -235,6 +258,8 @@ def _train(module, data, config, objective, checkpoint, description, show_progre
             find_unused_parameters=config.find_unused_parameters,
         )
 
+    augmentation = _augmentation(config, data, objective)
+    workers = getattr(data.config, "workers", 0)
     sampler = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
     steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -265,7 +290,7 @@ def _train(module, data, config, objective, checkpoint, description, show_progre
             epoch, offset = divmod(step, steps_per_epoch)
             sampler.set_epoch(epoch)
             indices = list(sampler)[offset * config.batch_size :]
-            loader = DataLoader(data.train, batch_size=config.batch_size, sampler=indices)
+            loader = _loader(data.train, augmentation, indices, config, epoch, workers)
             trainable.train()
             for batch in loader:
                 seed = (config.seed * 1_000_003 + step) * 64 + rank
@@ -294,7 +319,7 @@ def _train(module, data, config, objective, checkpoint, description, show_progre
                     }
                     last = step == total_steps
                     if rank == 0 and (last or (config.eval_every and (epoch + 1) % config.eval_every == 0)):
-                        metrics = evaluate(module, data.val, data.task, device=device)
+                        metrics = evaluate(module, data.val, data.task, device=device, workers=workers)
                         record.update({f"val_{k}": v for k, v in metrics.items() if k != "samples"})
                     history.append(record)
                 if ckpt_path is not None and rank == 0 and (end_of_epoch or step % config.checkpoint_every == 0):
@@ -309,7 +334,7 @@ def _train(module, data, config, objective, checkpoint, description, show_progre
         if history:
             history[-1]["bn_recalibrated"] = True
     if not metrics and rank == 0:
-        metrics = evaluate(module, data.val, data.task, device=device)
+        metrics = evaluate(module, data.val, data.task, device=device, workers=workers)
         if history:
             history[-1].update({f"val_{k}": v for k, v in metrics.items() if k != "samples"})
     if world > 1:
@@ -320,7 +345,40 @@ def _train(module, data, config, objective, checkpoint, description, show_progre
     return TrainResult(metrics, history, step, resumed_from)
 
 
-@torch.no_grad()
+def _augmentation(config: TrainConfig, data: DataBundle, objective: Objective):
+    """The v2 transform of `config.augment` for the training split, or None."""
+    if config.augment == "none":
+        return None
+    if objective.own_views:
+        raise RecipeError(
+            f"augment {config.augment}: {type(objective).__name__} makes its own views of the training images "
+            "(function matching's crops); leave augment at none"
+        )
+    from compress.data.augment import build_augmentation
+
+    return build_augmentation(
+        config.augment,
+        tuple(data.input_shape),
+        task=data.task,
+        scale=config.crop_scale,
+        ratio=config.crop_ratio,
+        interpolation=getattr(data.config, "interpolation", None),
+    )
+
+
+def _loader(dataset, augmentation, indices: list[int], config: TrainConfig, epoch: int, workers: int) -> DataLoader:
+    """The DataLoader of one epoch's remaining `indices`, in that order, augmented where configured.
+
+    Worker processes (`DataConfig.workers`) return the batches in sampler order; their own seeds come
+    from a generator fixed by (seed, epoch), not from the global one."""
+    if augmentation is not None:
+        from compress.data.augment import Augmented
+
+        dataset = Augmented(dataset, augmentation, config.seed, epoch)
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    return DataLoader(dataset, batch_size=config.batch_size, sampler=indices, num_workers=workers, generator=generator)
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(
     module: nn.Module,
@@ -432,7 +490,10 @@ def _load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
         raise CompressError(f"{path}: unreadable training checkpoint ({str(e).splitlines()[0][:200]})") from None
     saved = state.get("config", {})
     now = to_dict(config)
-    changed = [k for k in now if k not in ("checkpoint_every", "eval_every", "device") and saved.get(k) != now[k]]
+    defaults = to_dict(TrainConfig())  # a setting newer than the checkpoint matches it at its default
+    changed = [
+        k for k in now if k not in ("checkpoint_every", "eval_every", "device") and saved.get(k, defaults[k]) != now[k]
+    ]
     if changed:
         raise RecipeError(
             f"{path}: the interrupted run used different training settings ({changed[0]}: "
