@@ -64,10 +64,11 @@ class TrainConfig:
             transforms v2 (`compress.data.augment`): none, flip (horizontal, half the images) or crop_flip
             (a random-resized crop back to the input size, then the flip). Only training steps see it:
             never evaluation, calibration, BatchNorm recalibration or benchmarks. Each sample's draw
-            depends on (seed, epoch, sample) only, so runs and resumed runs match. Used by plain
-            training, fine-tuning after pruning, QAT and the distillation methods that feed the batch
-            to both networks (kd, feature methods, crd, ...); function matching makes its own views and
-            refuses it. Dense tasks take flip only.
+            depends on (seed, epoch, sample) only, so runs and resumed runs match. Set where a
+            TrainConfig is exposed: plain training, fine-tuning after pruning and the distillation methods
+            that feed the batch to both networks (kd, feature_mse, crd, guidance, msd, pcd); function
+            matching makes its own views and refuses it; QAT and bit-wise training build their own
+            (augment none). Dense tasks take flip only.
         crop_scale: crop_flip's range of crop areas, as fractions of the image.
         crop_ratio: crop_flip's range of crop aspect ratios (width / height).
     """

@@ -254,3 +254,17 @@ def test_workers_give_the_same_batches_as_the_main_process(folder, monkeypatch):
     assert from_dict(DataConfig, {"workers": 2}).workers == 2
     with pytest.raises(RecipeError, match="workers: must be between 0 and 64"):
         from_dict(DataConfig, {"workers": 65})
+
+
+def test_a_checkpoint_from_before_the_augmentation_fields_still_resumes(tmp_path, digits):
+    cfg = TrainConfig(epochs=2, batch_size=16, checkpoint_every=2, seed=1, device="cpu")
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(Stop):
+        train(linear(digits.input_shape), digits, cfg, objective=StopAt(5), checkpoint=ckpt, show_progress=False)
+    state = torch.load(ckpt, weights_only=True)
+    for key in ("augment", "crop_scale", "crop_ratio"):
+        del state["config"][key]  # as written before these settings existed
+    torch.save(state, ckpt)
+    assert train(linear(digits.input_shape), digits, cfg, checkpoint=ckpt, show_progress=False).resumed_from == 4
+    with pytest.raises(RecipeError, match="augment: 'none' != 'flip'"):  # a changed setting is still refused
+        train(linear(digits.input_shape), digits, TrainConfig(**{**vars(cfg), "augment": "flip"}), checkpoint=ckpt)
