@@ -289,6 +289,23 @@ def output_gate(paths: dict[str, Path], sample_shape, data, config: CheckConfig)
 
 def measure_ab(base_session, cand_session, sample_shape: tuple[int, ...], config: CheckConfig) -> LatencyVerdict:
     """Time two sessions alternately in rounds on the same seeded input and decide on the slowdown."""
+    times = interleaved_times(base_session, cand_session, sample_shape, config)
+    return compare_rounds(
+        times[0],
+        times[1],
+        max_slowdown=config.max_slowdown or 0.0,
+        confidence=config.confidence,
+        n_boot=config.n_boot,
+        seed=config.seed,
+        paired=config.paired,
+    )
+
+
+def interleaved_times(
+    base_session, cand_session, sample_shape: tuple[int, ...], config: CheckConfig
+) -> list[list[np.ndarray]]:
+    """Per-call times (seconds) of two sessions timed alternately in rounds on the same seeded input:
+    [baseline rounds, candidate rounds]."""
     from compress.bench.latency import LatencyConfig, measure
 
     rng = np.random.default_rng(config.seed)
@@ -312,15 +329,7 @@ def measure_ab(base_session, cand_session, sample_shape: tuple[int, ...], config
         order = (0, 1) if r % 2 == 0 else (1, 0)
         for side in order:
             times[side].append(measure(runners[side], per_round))
-    return compare_rounds(
-        times[0],
-        times[1],
-        max_slowdown=config.max_slowdown or 0.0,
-        confidence=config.confidence,
-        n_boot=config.n_boot,
-        seed=config.seed,
-        paired=config.paired,
-    )
+    return times
 
 
 def static_gates(
