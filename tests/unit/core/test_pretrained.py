@@ -196,7 +196,9 @@ def test_small_pretrained_recipe_prunes_recovers_quantizes_and_reports_fidelity(
     report = json.loads((run / "report" / "report.json").read_text())
     rows = {r["name"]: r for r in report["variants"]}
     assert set(rows) == {"original", "pruned", "recovered", "recovered_int8"}
-    assert rows["pruned"]["macs"] < 0.7 * rows["original"]["macs"]
+    assert rows["pruned"]["macs"] < 0.95 * rows["original"]["macs"]
+    pruned = json.loads((run / "variants" / "pruned" / "manifest.json").read_text())["metrics"]
+    assert pruned["steps"][0]["reconstruction"]["layers"] > 0  # re-fitted to the original without labels
     manifest = json.loads((run / "variants" / "recovered" / "manifest.json").read_text())
     assert manifest["config"]["data"]["resize"] == "shorter"  # the resize policy follows the pretrained model
     fidelity = {name: json.loads((run / "variants" / name / "manifest.json").read_text())["metrics"] for name in rows}
