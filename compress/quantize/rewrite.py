@@ -441,7 +441,15 @@ def _topological_sort(graph: Any) -> None:
 
 
 def tensor_ranges(path: Path, names: list[str], batches: list[Any]) -> dict[str, tuple[float, float]]:
-    """Min and max of the named tensors of the ONNX model at `path` over calibration `batches` (ORT, unoptimised)."""
+    """Range of the named tensors of the ONNX model at `path` over calibration `batches` (ORT, unoptimised):
+    the mean over samples of each sample's min and max.
+
+    This is NNCF's estimator for per-tensor activations (MEAN_MINMAX), so the tensors quantized here
+    get ranges like those NNCF gave their neighbours. The extremes over the whole calibration set
+    (the previous estimator) are set by the one most extreme image, a coarse grid for all others: on
+    random-init efficientnet_b0 (SiLU pre-activations quantized here) the relative logit error of
+    INT8 was 0.323 with them, 0.295 with this (photo-crop seed 0; mobilenet_v3_large: within noise).
+    """
     import tempfile
 
     import onnx
@@ -459,13 +467,16 @@ def tensor_ranges(path: Path, names: list[str], batches: list[Any]) -> dict[str,
         so.log_severity_level = 3
         sess = ort.InferenceSession(str(probe), so, providers=["CPUExecutionProvider"])
         input_name = sess.get_inputs()[0].name
-        lo = {n: np.inf for n in names}
-        hi = {n: -np.inf for n in names}
+        lows: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        highs: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for x in batches:
-            values = sess.run(names, {input_name: np.asarray(x, dtype=np.float32)})
+            x = np.asarray(x, dtype=np.float32)
+            values = sess.run(names, {input_name: x})
             for n, v in zip(names, values, strict=True):
-                lo[n], hi[n] = min(lo[n], float(v.min())), max(hi[n], float(v.max()))
-    return {n: (lo[n], hi[n]) for n in names}
+                per_sample = v.reshape(len(x), -1) if v.ndim and v.shape[0] == len(x) else v.reshape(1, -1)
+                lows[n].append(per_sample.min(axis=1))
+                highs[n].append(per_sample.max(axis=1))
+    return {n: (float(np.concatenate(lows[n]).mean()), float(np.concatenate(highs[n]).mean())) for n in names}
 
 
 SHAPE_OPS = ("Flatten", "Reshape", "Squeeze", "Unsqueeze")

@@ -246,10 +246,27 @@ def test_squeeze_excitation_pool_runs_on_the_integer_map(tmp_path):
     assert "QLinearGlobalAveragePool" not in runtime_report(before, runs=1)["ops"]
     assert unquantized_pools(m) == ["pooled"]
     calib = [RNG.standard_normal((1, 4, 8, 8)).astype(np.float32) for _ in range(4)]
-    ranges = tensor_ranges(before, ["pooled"], calib)
+    observed = tensor_ranges(before, ["pooled"], calib)
+    assert observed["pooled"][0] < observed["pooled"][1]
+    # the rewrite is checked on a range that covers every calibration value (no clipping): one rounding step
+    ranges = {"pooled": (observed["pooled"][0] - 2.0, observed["pooled"][1] + 2.0)}
     assert quantize_outputs(m, ranges) == 1 and unquantized_pools(m) == []
     after = _save(m, tmp_path / "after.onnx")
     assert runtime_report(after, runs=1)["ops"].get("QLinearGlobalAveragePool") == 1
     step = (ranges["pooled"][1] - ranges["pooled"][0]) / 255
     for x in calib:
         assert np.abs(_run(after, x) - _run(before, x)).max() < 4 * step + 0.05
+
+
+def test_observed_ranges_are_the_mean_of_each_samples_extremes_whatever_the_batching(tmp_path):
+    inits = [_init("two", np.float32(2.0))]
+    nodes = [helper.make_node("Mul", ["input", "two"], ["t"]), helper.make_node("Relu", ["t"], ["out"])]
+    path = _save(_model(nodes, inits, "out", shape=("N", 4, 8, 8)), tmp_path / "m.onnx")
+    samples = RNG.standard_normal((6, 4, 8, 8)).astype(np.float32)
+    samples[0, 0, 0, 0] = 40.0  # one outlier image sets the global maximum
+    lo = 2 * samples.reshape(6, -1).min(1).mean()
+    hi = 2 * samples.reshape(6, -1).max(1).mean()
+    for batches in ([samples[i : i + 1] for i in range(6)], [samples[:4], samples[4:]]):
+        got = tensor_ranges(path, ["t"], batches)["t"]
+        np.testing.assert_allclose(got, (lo, hi), rtol=1e-5)
+    assert hi < 0.5 * 2 * samples.max()  # not the extremes over the whole set
