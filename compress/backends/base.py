@@ -24,8 +24,10 @@ class BackendOptions:
         cuda_graph: torch-cuda / tensorrt: capture one call in a CUDA graph and time its replay.
         provider: onnxruntime on cuda: "cuda" (default) or "tensorrt" (the execution provider; checked).
         precision: torch-cuda: fp32 or fp16 weights and activations.
-        semi_structured: torch-cuda: 2:4 sparse Linear layers (`to_sparse_semi_structured`), kept only
-            where the weights really are 2:4.
+        sparse: torch-cuda: 2:4 semi-structured sparse Linear layers (`to_sparse_semi_structured`):
+            off; all (every Linear whose weight really is 2:4 and fits the kernels); auto (each such
+            layer timed dense vs sparse on the device, swapped only where sparse measured faster,
+            `compress.sparsity.cuda.sparse_auto`; the session's info says which and by how much).
     """
 
     device: str = "cpu"
@@ -34,7 +36,7 @@ class BackendOptions:
     cuda_graph: bool = False
     provider: str = ""
     precision: str = "fp32"
-    semi_structured: bool = False
+    sparse: str = "off"
 
 
 class Session:

@@ -17,6 +17,9 @@ from compress.errors import BackendError
 PRECISIONS = ("fp32", "fp16")
 
 
+SPARSE = ("off", "all", "auto")
+
+
 class TorchCudaSession(Session):
     def __init__(self, path: Path | None, options: BackendOptions, *, model: Any = None) -> None:
         """From the checkpoint at `path`, or from `model` (a `compress.models.Model` in memory)."""
@@ -32,7 +35,19 @@ class TorchCudaSession(Session):
         self.model = model if model is not None else load_model(str(path))
         self.dtype = torch.float16 if options.precision == "fp16" else torch.float32
         module = self.model.module.to("cuda", self.dtype).eval()
-        self.sparse_layers = semi_structured(module) if options.semi_structured else []
+        if options.sparse not in SPARSE:
+            raise BackendError(f"unknown --sparse '{options.sparse}' for torch-cuda; available: {', '.join(SPARSE)}")
+        self.sparse_report = None
+        if options.sparse == "all":
+            self.sparse_layers = semi_structured(module)
+        elif options.sparse == "auto":
+            from compress.sparsity.cuda import sparse_auto
+
+            x = torch.zeros(1, *self.model.input_shape, device="cuda", dtype=self.dtype)
+            self.sparse_report = sparse_auto(module, x, dtype=self.dtype)
+            self.sparse_layers = list(self.sparse_report["swapped"])
+        else:
+            self.sparse_layers = []
         self.eager = module
         self.module = torch.compile(module) if options.compile else module
         self.input_shape = [None, *self.model.input_shape]
@@ -96,6 +111,7 @@ class TorchCudaSession(Session):
             "mode": mode + (" + cuda graph" if self.options.cuda_graph else ""),
             "precision": self.options.precision,
             "semi_structured_layers": len(self.sparse_layers),
+            **({"sparse_auto": self.sparse_report} if self.sparse_report is not None else {}),
             "timer": "cuda_event",
             "device": device_info(torch.cuda.current_device()),
         }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -27,7 +27,8 @@ class BenchConfig:
         seed: the random latency inputs depend on it.
         fidelity: in a recipe, also measure each variant's fidelity to the recipe's first variant
             (`compress.bench.fidelity`: top-1/top-5 agreement and KL, or PSNR for dense tasks).
-        compile, cuda_graph, provider: GPU backend options (`compress.backends.base.BackendOptions`).
+        compile, cuda_graph, provider, precision, sparse: GPU backend options
+            (`compress.backends.base.BackendOptions`).
     """
 
     backend: str = "onnxruntime"
@@ -42,6 +43,8 @@ class BenchConfig:
     compile: bool = False
     cuda_graph: bool = False
     provider: str = ""
+    precision: Literal["fp32", "fp16"] = "fp32"
+    sparse: Literal["off", "all", "auto"] = "off"
 
 
 def bench(
@@ -60,8 +63,16 @@ def bench(
         raise DataError("batch sizes must be at least 1")
     if config.device not in ("cpu", "cuda"):
         raise DataError(f"unknown device '{config.device}'; available: cpu, cuda")
+    if config.sparse != "off" and config.backend != "torch-cuda":
+        raise DataError(f"--sparse {config.sparse} runs on --backend torch-cuda, not {config.backend}")
     options = BackendOptions(
-        config.device, config.threads, compile=config.compile, cuda_graph=config.cuda_graph, provider=config.provider
+        config.device,
+        config.threads,
+        compile=config.compile,
+        cuda_graph=config.cuda_graph,
+        provider=config.provider,
+        precision=config.precision,
+        sparse=config.sparse,
     )
     session = get_backend(config.backend).load(path, options)
     shape = session.input_shape

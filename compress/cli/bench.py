@@ -22,6 +22,10 @@ def bench(
     compile_: bool = typer.Option(False, "--compile", help="torch-cuda: run through torch.compile."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="torch-cuda/tensorrt: time a CUDA graph's replay."),
     provider: str = typer.Option("", "--provider", help="onnxruntime on cuda: cuda or tensorrt (checked)."),
+    precision: str = typer.Option("fp32", "--precision", help="torch-cuda: fp32 or fp16."),
+    sparse: str = typer.Option(
+        "off", "--sparse", help="torch-cuda: 2:4 sparse Linear layers: off, all, or auto (only where timed faster)."
+    ),
     batch_size: int = typer.Option(1, "--batch-size", "-b", help="Batch size for the latency measurement."),
     threads: int = typer.Option(0, "--threads", help="Intra-op threads (0: physical cores)."),
     min_iters: int = typer.Option(50, "--min-iters", help="Measure at least this many runs..."),
@@ -92,6 +96,8 @@ def bench(
             "compile": compile_,
             "cuda_graph": cuda_graph,
             "provider": provider,
+            "precision": precision,
+            "sparse": sparse,
             "latency": {"min_iters": min_iters, "min_time_s": min_time, "warmup_s": warmup},
         },
         where="bench options",

@@ -84,3 +84,11 @@ def test_flag_errors_are_one_line(tmp_path):
         "prune", "--model", "builtin:dncnn", "--method", "dynamic-nm", "--levels", "1:4,2:8", "--out", tmp_path / "c"
     )
     assert r.exit_code != 0 and "one M" in r.output
+
+
+def test_bench_sparse_auto_needs_the_torch_cuda_backend(sparse_run):
+    r = invoke("bench", sparse_run / "model.onnx", "--sparse", "auto", "--min-iters", 1, "--min-time", 0)
+    assert r.exit_code == 2 and r.output.count("\n") == 1
+    assert "--sparse auto runs on --backend torch-cuda" in r.output
+    r = invoke("bench", sparse_run / "model.onnx", "--backend", "torch-cuda", "--sparse", "sometimes")
+    assert r.exit_code == 2 and "sometimes" in r.output and "Traceback" not in r.output

@@ -109,3 +109,33 @@ def test_onnxruntime_cuda_provider_or_a_clear_refusal(tmp_path, tiny_model):
     cpu = get_backend("onnxruntime").load(path)
     np.testing.assert_allclose(sess.run(x), cpu.run(x), atol=1e-3, rtol=1e-3)
     sess.runner(x)()
+
+
+def test_bench_sparse_auto_times_each_2_4_linear_and_reports_it(tmp_path):
+    """`bench --backend torch-cuda --sparse auto`: every eligible Linear is timed; the report says which
+    layers were swapped and by how much, and the outputs stay those of the dense network."""
+    from compress.bench import BenchConfig, LatencyConfig, bench
+    from compress.models import save_model
+    from compress.models.sources import load_model
+    from compress.sparsity.masks import nm_mask
+
+    model = load_model("builtin:simple_cnn", num_classes=256, input_shape=(3, 16, 16), kwargs={"width": 1.0})
+    with torch.no_grad():
+        for m in model.module.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.mul_(nm_mask(m.weight, 2, 4, axis=1))
+    ckpt = save_model(model, tmp_path / "m.pt")
+    cfg = BenchConfig(
+        backend="torch-cuda",
+        device="cuda",
+        precision="fp16",
+        sparse="auto",
+        accuracy=False,
+        latency=LatencyConfig(warmup_iters=2, warmup_s=0, min_iters=5, min_time_s=0),
+    )
+    res = bench(ckpt, cfg)
+    report = res["runtime"]["sparse_auto"]
+    assert report["layers"] or report["skipped"]  # every Linear is either timed or has a reason
+    for row in report["layers"]:
+        assert row["dense_s"] > 0 and row["sparse_s"] > 0 and row["sparse"] == (row["name"] in report["swapped"])
+    assert res["runtime"]["semi_structured_layers"] == len(report["swapped"])
