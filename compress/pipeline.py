@@ -152,15 +152,42 @@ def write_variant(
             metrics["params"] = summary["params"]
     metrics.update({k: v for k, v in result.metrics.items() if _plain_ok(v)})
     if bench_config is not None and "onnx" in run.manifest["artifacts"]:
-        from compress.bench import bench
-
-        measured = bench(run.work / "model.onnx", bench_config, data=data)
-        metrics["latency"] = measured["latency"]
-        metrics["runtime"] = measured["runtime"]
-        for k, v in measured.get("metrics", {}).items():
-            metrics[f"deployed_{k}"] = v
+        metrics.update(bench_variant(run, bench_config, data=data))
     run.update_metrics(metrics)
     run.save()
+    return metrics
+
+
+def bench_variant(run: RunDir, config, *, data=None) -> dict[str, Any]:
+    """A variant's figures on each backend of `config` (`BenchConfig.targets`), each on the artifact
+    that backend runs. The first is the primary one: `latency`, `runtime` and the task metrics
+    (`deployed_*`); with `config.backends`, `benches` holds every backend's latency beside its own
+    `session.info()`, or `not_run` with the reason (a variant without the artifact it needs)."""
+    import dataclasses
+
+    from compress.backends import artifact_role
+    from compress.bench import bench
+
+    metrics: dict[str, Any] = {}
+    benches = []
+    for i, cfg in enumerate(config.targets()):
+        entry: dict[str, Any] = {"label": cfg.label(), "backend": cfg.backend, "device": cfg.device}
+        benches.append(entry)
+        artifact = run.manifest["artifacts"].get(artifact_role(cfg.backend))
+        if artifact is None:
+            entry["not_run"] = f"no {artifact_role(cfg.backend)} artifact"
+            continue
+        if i:  # the task metrics come from the primary backend only; the others are timed
+            cfg = dataclasses.replace(cfg, accuracy=False)
+        measured = bench(run.work / artifact["path"], cfg, data=data)
+        entry.update({k: v for k, v in measured.items() if k == "runtime" or k.startswith("latency")})
+        if i == 0:
+            metrics["latency"] = measured["latency"]
+            metrics["runtime"] = measured["runtime"]
+            for k, v in measured.get("metrics", {}).items():
+                metrics[f"deployed_{k}"] = v
+    if config.backends:
+        metrics["benches"] = benches
     return metrics
 
 
@@ -193,10 +220,12 @@ def run_recipe(
 
 
 def _run_recipe(recipe, out, *, force, resume, trust_code, recipe_path) -> Path:
+    from compress.bench import check_machine
     from compress.data import load_data
     from compress.models.sources import load_model
     from compress.report import build_report
 
+    check_machine(recipe.bench)  # a backend this machine cannot run fails now, not after the training
     run = RunDir(out, "run", force=force, resume=resume)
     if recipe_path:
         run.add_input("recipe", recipe_path, recipe_path)

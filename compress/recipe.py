@@ -109,6 +109,8 @@ class Recipe:
         d.pop("step_configs", None)
         if d.get("seeds") == 1:  # a single run's manifest stays what it was before `seeds` existed
             d.pop("seeds")
+        if not d["bench"].get("backends"):  # nor does a single-backend bench section
+            d["bench"].pop("backends", None)
         return d
 
 
@@ -135,7 +137,10 @@ def parse_recipe(raw: Any, *, where: str = "recipe") -> Recipe:
         raise RecipeError(f"{where}: unknown key 'step_configs'")
     if isinstance(raw.get("steps"), list) and len(raw["steps"]) > MAX_STEPS:
         raise RecipeError(f"{where}: {len(raw['steps'])} steps; a recipe has at most {MAX_STEPS}")
-    recipe = from_dict(Recipe, raw, where=where)
+    recipe = from_dict(Recipe, _named_backends(raw, where), where=where)
+    from compress.bench import check_backends
+
+    check_backends(recipe.bench, where=f"{where}: bench")
     if not recipe.steps:
         raise RecipeError(f"{where}: 'steps' is empty")
     seen: set[str] = set()
@@ -176,6 +181,20 @@ def parse_recipe(raw: Any, *, where: str = "recipe") -> Recipe:
     if recipe.report.baseline is not None and recipe.report.baseline not in seen:
         raise RecipeError(f"{where}: report.baseline: no step named '{recipe.report.baseline}'")
     return recipe
+
+
+def _named_backends(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """`bench.backends` with each plain name as the mapping `{backend: NAME}` it is short for."""
+    section = raw.get("bench")
+    if not isinstance(section, dict) or "backends" not in section:
+        return raw
+    names = section["backends"]
+    if "backend" in section:
+        raise RecipeError(f"{where}: bench: give 'backend' or 'backends', not both")
+    if not isinstance(names, list) or not names:
+        raise RecipeError(f"{where}: bench.backends: expected a non-empty list of backends")
+    backends = [{"backend": b} if isinstance(b, str) else b for b in names]
+    return {**raw, "bench": {**section, "backends": backends}}
 
 
 def step_config(method: Any, params: dict[str, Any], seed: int, *, where: str) -> Any:

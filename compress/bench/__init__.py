@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -9,7 +10,30 @@ from typing import Any, Literal
 import numpy as np
 
 from compress.bench.latency import LatencyConfig, measure, summarize
-from compress.errors import DataError
+from compress.errors import BackendError, DataError, RecipeError
+
+GPU_BACKENDS = ("torch-cuda", "tensorrt")  # run on cuda whatever the section's device says
+
+
+@dataclass
+class BackendTarget:
+    """One entry of a recipe's `bench.backends`: a backend and the options it sets differently from
+    the bench section's own (unset: the section's value). A plain name is short for `{backend: NAME}`.
+
+    Attributes:
+        backend: onnxruntime, torch or torch-cuda (a recipe builds no TensorRT engine).
+        device: cpu or cuda (torch-cuda: cuda).
+        threads, compile, cuda_graph, provider, precision, sparse: as in `BenchConfig`.
+    """
+
+    backend: str
+    device: str | None = None
+    threads: int | None = None
+    compile: bool | None = None
+    cuda_graph: bool | None = None
+    provider: str | None = None
+    precision: Literal["fp32", "fp16"] | None = None
+    sparse: Literal["off", "all", "auto"] | None = None
 
 
 @dataclass
@@ -29,6 +53,9 @@ class BenchConfig:
             (`compress.bench.fidelity`: top-1/top-5 agreement and KL, or PSNR for dense tasks).
         compile, cuda_graph, provider, precision, sparse: GPU backend options
             (`compress.backends.base.BackendOptions`).
+        backends: in a recipe, bench every variant on each of these (`BackendTarget`) instead of on
+            `backend` alone; the first is the primary figure (`latency`, speedups, Pareto front), every
+            one is recorded in the variant's `metrics.benches` and gets its own report column.
     """
 
     backend: str = "onnxruntime"
@@ -45,6 +72,88 @@ class BenchConfig:
     provider: str = ""
     precision: Literal["fp32", "fp16"] = "fp32"
     sparse: Literal["off", "all", "auto"] = "off"
+    backends: list[BackendTarget] = field(default_factory=list)
+
+    def targets(self) -> list[BenchConfig]:
+        """One config per backend to bench, the primary first: this one alone without `backends`."""
+        if not self.backends:
+            return [self]
+        out = []
+        for t in self.backends:
+            changes = {k: v for k, v in dataclasses.asdict(t).items() if v is not None}
+            if t.backend in GPU_BACKENDS and t.device is None:
+                changes["device"] = "cuda"
+            out.append(dataclasses.replace(self, backends=[], **changes))
+        return out
+
+    def label(self) -> str:
+        """Where a figure comes from, for report headers: backend/device and the options that change it."""
+        extra = [self.precision] if self.precision != "fp32" else []
+        extra += ["compile"] * self.compile + ["cuda graph"] * self.cuda_graph
+        extra += [f"provider {self.provider}"] if self.provider else []
+        extra += [f"sparse {self.sparse}"] if self.sparse != "off" else []
+        return f"{self.backend}/{self.device}" + "".join(f" {e}" for e in extra)
+
+
+def check_backends(config: BenchConfig, *, where: str = "bench") -> None:
+    """Refuse, in one line naming the entry, a recipe bench section that could not run anywhere: an
+    unknown backend or device, a TensorRT engine (a recipe builds none), options of another backend,
+    two entries that would give the same column."""
+    from compress.backends import BACKENDS, artifact_role
+
+    seen: dict[str, int] = {}
+    for i, cfg in enumerate(config.targets()):
+        at = f"{where}.backends[{i}]" if config.backends else f"{where}.backend"
+        try:
+            role = artifact_role(cfg.backend)
+        except BackendError as e:
+            raise RecipeError(f"{at}: {e}") from None
+        if role == "engine":
+            raise RecipeError(
+                f"{at}: {cfg.backend} runs a built engine, which a recipe does not make; "
+                f"use `compress build` then `compress bench --backend {cfg.backend}`; available here: "
+                + ", ".join(n for n in BACKENDS.names() if artifact_role(n) != "engine")
+            )
+        try:
+            check_config(cfg)
+        except DataError as e:
+            raise RecipeError(f"{at}: {e}") from None
+        label = cfg.label()
+        if label in seen:
+            raise RecipeError(f"{at}: the same backend and options as backends[{seen[label]}] ({label})")
+        seen[label] = i
+
+
+def check_machine(config: BenchConfig, *, where: str = "bench") -> None:
+    """Refuse, before anything runs, a backend this machine cannot run (a CUDA one without a GPU, an
+    ONNX Runtime provider that is not installed), so a run never stops midway on its bench."""
+    for i, cfg in enumerate(config.targets()):
+        at = f"{where}.backends[{i}]" if config.backends else f"{where}.backend"
+        if cfg.device != "cuda":
+            continue
+        try:
+            if cfg.backend == "onnxruntime":
+                import onnxruntime as ort
+
+                first = "TensorrtExecutionProvider" if cfg.provider == "tensorrt" else "CUDAExecutionProvider"
+                if first not in ort.get_available_providers():
+                    raise BackendError(f"ONNX Runtime has no {first} here; install onnxruntime-gpu or use device cpu")
+            else:
+                from compress.backends.cuda import require_cuda
+
+                require_cuda(f"{cfg.backend} on {cfg.device}")
+        except BackendError as e:
+            raise BackendError(f"{at}: {e}") from None
+
+
+def check_config(config: BenchConfig) -> None:
+    """The checks `bench` makes before loading anything."""
+    if config.batch_size < 1 or config.eval_batch_size < 1:
+        raise DataError("batch sizes must be at least 1")
+    if config.device not in ("cpu", "cuda"):
+        raise DataError(f"unknown device '{config.device}'; available: cpu, cuda")
+    if config.sparse != "off" and config.backend != "torch-cuda":
+        raise DataError(f"--sparse {config.sparse} runs on --backend torch-cuda, not {config.backend}")
 
 
 def bench(
@@ -59,12 +168,7 @@ def bench(
     from compress.backends.base import BackendOptions
 
     config = config or BenchConfig()
-    if config.batch_size < 1 or config.eval_batch_size < 1:
-        raise DataError("batch sizes must be at least 1")
-    if config.device not in ("cpu", "cuda"):
-        raise DataError(f"unknown device '{config.device}'; available: cpu, cuda")
-    if config.sparse != "off" and config.backend != "torch-cuda":
-        raise DataError(f"--sparse {config.sparse} runs on --backend torch-cuda, not {config.backend}")
+    check_config(config)
     options = BackendOptions(
         config.device,
         config.threads,
@@ -128,4 +232,15 @@ def evaluate_session(session, dataset, task: str, batch_size: int = 64) -> dict[
     return metric.compute()
 
 
-__all__ = ["BenchConfig", "LatencyConfig", "bench", "evaluate_session", "measure", "summarize"]
+__all__ = [
+    "BackendTarget",
+    "BenchConfig",
+    "check_backends",
+    "check_machine",
+    "check_config",
+    "LatencyConfig",
+    "bench",
+    "evaluate_session",
+    "measure",
+    "summarize",
+]

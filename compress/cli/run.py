@@ -36,6 +36,9 @@ def run(
         raise RecipeError(f"--seeds must be between 1 and {MAX_SEEDS}, got {n}")
     con = console()
     if check:  # once: the seeds change only seed values, which every seed passes
+        from compress.bench import check_machine
+
+        check_machine(r.bench, where=f"{recipe}: bench")
         _build_inputs(r, trust_code)
         runs = f", {n} seeds from {r.seed}" if n > 1 else ""
         con.print(f"[green]valid[/green] {recipe}: {len(r.steps)} steps ({', '.join(s.name for s in r.steps)}){runs}")

@@ -91,7 +91,19 @@ def _row(name: str, path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         else None,
         "throughput": lat.get("throughput"),
         "runtime": m.get("runtime"),
+        **({"benches": [_bench_entry(b) for b in m["benches"]]} if m.get("benches") else {}),
     }
+
+
+def _bench_entry(b: dict[str, Any]) -> dict[str, Any]:
+    """One backend's figures for a report row: where they come from, p50/p90/p99, or why not run."""
+    lat = b.get("latency") or {}
+    entry = {k: b.get(k) for k in ("label", "backend", "device")}
+    entry.update({k: lat.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "batch_size")})
+    entry["runtime"] = b.get("runtime")
+    if b.get("not_run"):
+        entry["not_run"] = b["not_run"]
+    return entry
 
 
 def build_report(
@@ -115,6 +127,10 @@ def build_report(
         r["speedup"] = _ratio(_p50(base), _p50(r))
         r["delta"] = (r["value"] - base["value"]) if r["value"] is not None and base["value"] is not None else None
         r["size_ratio"] = _ratio(r["size_bytes"], base["size_bytes"])
+    labels = backend_labels(rows)
+    for r in rows:
+        for b in r.get("benches", []):
+            b["speedup"] = _ratio(_bench_p50(base, b["label"]), b["p50_ms"])
     metrics = {r["metric"] for r in rows}
     report = {
         "schema": SCHEMA,
@@ -125,6 +141,7 @@ def build_report(
         "variants": rows,
         "pareto": pareto_front(rows),
         "notes": int8_notes(rows),
+        **({"backends": labels} if labels else {}),
     }
     refs = {r["fidelity"].get("reference") for r in rows if r.get("fidelity") and "skipped" not in r["fidelity"]}
     if refs:
@@ -148,6 +165,33 @@ def build_report(
             shutil.rmtree(stage, ignore_errors=True)
         raise
     return report
+
+
+def backend_labels(rows: list[dict[str, Any]]) -> list[str]:
+    """The backends (label: backend/device and options) some row was benched on, in recipe order;
+    empty when every row has one backend's figures only (the report keeps its single latency column)."""
+    labels: list[str] = []
+    for r in rows:
+        labels += [b["label"] for b in r.get("benches", []) if b["label"] not in labels]
+    return labels
+
+
+def bench_of(row: dict[str, Any], label: str) -> dict[str, Any]:
+    """A row's figures on backend `label` ({} where it was not benched there)."""
+    return next((b for b in row.get("benches", []) if b["label"] == label), {})
+
+
+def _bench_p50(row: dict[str, Any], label: str) -> float | None:
+    return bench_of(row, label).get("p50_ms")
+
+
+def fmt_bench(row: dict[str, Any], label: str, key: str) -> str:
+    """A row's p50 (`key` p50_ms) or speedup (`key` speedup) on one backend, or "not run" / —."""
+    b = bench_of(row, label)
+    if b.get("not_run"):
+        return "not run"
+    v = b.get(key)
+    return _x(v) if key == "speedup" else _f(v)
 
 
 def int8_notes(rows: list[dict[str, Any]]) -> list[str]:
@@ -188,24 +232,33 @@ def markdown(report: dict[str, Any]) -> str:
     metric = report["metric"]
     fid = fidelity_columns(report["variants"], metric)
     ref = report.get("fidelity_reference")
+    labels = report.get("backends") or []
+    latency_head = (
+        "".join(f" p50 ms {b} | speedup {b} |" for b in labels) if labels else " p50 ms | p90 ms | p99 ms | speedup |"
+    )
     lines = [
         f"# {report['title']}",
         "",
         f"Baseline: **{report['baseline']}**. Metric and latency measured through the deployed ONNX model "
         f"({_runtime(report)}). Pareto-optimal variants are marked ★."
-        + (f" Fidelity (agreement, KL, PSNR) is to **{ref}**'s outputs on the same inputs." if ref else ""),
+        + (f" Fidelity (agreement, KL, PSNR) is to **{ref}**'s outputs on the same inputs." if ref else "")
+        + (f" Latency per backend; the metric, Pareto front and plot use the first, {labels[0]}." if labels else ""),
         "",
-        f"| variant | steps | {metric} | Δ | p50 ms | p90 ms | p99 ms | speedup | size | params | MACs | bits/w |"
+        f"| variant | steps | {metric} | Δ |{latency_head} size | params | MACs | bits/w |"
         " int8 ops |" + "".join(f" {h} |" for _, h in fid),
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(fid),
+        "|---|---|---:|---:|" + "---:|" * (2 * len(labels) or 4) + "---:|---:|---:|---:|---:|" + "---:|" * len(fid),
     ]
     for r in report["variants"]:
         lat = r["latency"] or {}
         star = " ★" if r["name"] in report["pareto"] else ""
+        latency = (
+            "".join(f" {fmt_bench(r, b, 'p50_ms')} | {fmt_bench(r, b, 'speedup')} |" for b in labels)
+            if labels
+            else f" {_f(lat.get('p50_ms'))} | {_f(lat.get('p90_ms'))} | {_f(lat.get('p99_ms'))} | {_x(r['speedup'])} |"
+        )
         lines.append(
             f"| {r['name']}{star} | {' → '.join(r['steps']) or '—'} | {fmt_metric(r['value'], metric)} | "
-            f"{fmt_delta(r['delta'], metric)} | {_f(lat.get('p50_ms'))} | {_f(lat.get('p90_ms'))} | "
-            f"{_f(lat.get('p99_ms'))} | {_x(r['speedup'])} | {fmt_bytes(r['size_bytes'])} | "
+            f"{fmt_delta(r['delta'], metric)} |{latency} {fmt_bytes(r['size_bytes'])} | "
             f"{fmt_count(r['params'])} | {fmt_count(r['macs'])} | {_f(r['bits_per_weight'], 1)} | "
             f"{r.get('int8_ops') or '—'} |" + "".join(f" {fmt_fidelity(r, k)} |" for k, _ in fid)
         )

@@ -4,22 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from compress.report.build import fidelity_columns, fmt_bytes, fmt_count, fmt_delta, fmt_fidelity, fmt_metric
+from compress.report.build import (
+    fidelity_columns,
+    fmt_bench,
+    fmt_bytes,
+    fmt_count,
+    fmt_delta,
+    fmt_fidelity,
+    fmt_metric,
+)
 
 
 def rich_table(report: dict[str, Any]):
     from rich.table import Table
 
     metric = report["metric"]
+    labels = report.get("backends") or []  # several backends: p50 and speedup on each, else one set
+    latency = [f"{k} {b}" for b in labels for k in ("p50 ms", "speedup")] or ["p50 ms", "p99 ms", "speedup"]
     t = Table(title=report["title"], caption=f"baseline: {report['baseline']}  ★ Pareto-optimal")
     for col, justify in (
         ("variant", "left"),
         ("steps", "left"),
         (metric, "right"),
         ("Δ", "right"),
-        ("p50 ms", "right"),
-        ("p99 ms", "right"),
-        ("speedup", "right"),
+        *((h, "right") for h in latency),
         ("size", "right"),
         ("params", "right"),
         ("MACs", "right"),
@@ -37,9 +45,14 @@ def rich_table(report: dict[str, Any]):
             " → ".join(s.split(":")[-1] for s in r["steps"]) or "—",
             fmt_metric(r["value"], metric),
             fmt_delta(r["delta"], metric),
-            "—" if lat.get("p50_ms") is None else f"{lat['p50_ms']:.3f}",
-            "—" if lat.get("p99_ms") is None else f"{lat['p99_ms']:.3f}",
-            "—" if r["speedup"] is None else f"{r['speedup']:.2f}×",
+            *(
+                [fmt_bench(r, b, k) for b in labels for k in ("p50_ms", "speedup")]
+                or [
+                    "—" if lat.get("p50_ms") is None else f"{lat['p50_ms']:.3f}",
+                    "—" if lat.get("p99_ms") is None else f"{lat['p99_ms']:.3f}",
+                    "—" if r["speedup"] is None else f"{r['speedup']:.2f}×",
+                ]
+            ),
             fmt_bytes(r["size_bytes"]),
             fmt_count(r["params"]),
             fmt_count(r["macs"]),
