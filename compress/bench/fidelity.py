@@ -260,12 +260,13 @@ def record_recipe_fidelity(run, recipe, step, vrun, data) -> None:
     ref_path = vrun.work / "model.onnx" if step.name == first else run.work / "variants" / first / "model.onnx"
     if not ref_path.is_file():
         return
-    from compress.backends import get_backend
+    from compress.backends import artifact_role, get_backend
     from compress.backends.base import BackendOptions
 
     cfg = recipe.bench
-    backend = get_backend(cfg.backend)
-    options = BackendOptions(cfg.device, cfg.threads)
+    onnx = artifact_role(cfg.backend) == "onnx"  # both ONNX files: through ONNX Runtime if bench is torch
+    backend = get_backend(cfg.backend if onnx else "onnxruntime")
+    options = BackendOptions(cfg.device if onnx else "cpu", cfg.threads)
     reference = Reference(first, "onnx", session_runner(backend.load(ref_path, options)))
     model = session_runner(backend.load(vrun.work / "model.onnx", options))
     try:

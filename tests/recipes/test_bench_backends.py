@@ -90,6 +90,18 @@ def test_single_backend_report_is_unchanged(runs):
     assert "| Δ | p50 ms | p90 ms | p99 ms | speedup | size |" in md
 
 
+def test_a_torch_only_recipe_benches_the_checkpoint(tmp_path):
+    """`backend: torch` alone times the variant's model.pt (not its ONNX file); fidelity, which compares
+    the ONNX files, goes through ONNX Runtime."""
+    from compress.pipeline import run_recipe
+
+    one = {**RECIPE, "steps": RECIPE["steps"][:1], "bench": {**QUICK, "backend": "torch"}}
+    out = run_recipe(parse_recipe(one), tmp_path / "r")
+    m = json.loads((out / "variants" / "a" / "manifest.json").read_text())["metrics"]
+    assert m["runtime"]["backend"] == "torch" and m["latency"]["p50_ms"] > 0
+    assert m["fidelity"]["top1_agreement"] == 1.0 and "deployed_accuracy" in m
+
+
 def one_line(result, fragment):
     out = result.output.strip()
     assert result.exit_code == 2, out
