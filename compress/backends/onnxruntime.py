@@ -155,6 +155,9 @@ INT8_RULES = {
         "integer_activations",
     ),
     "signed_only": False,
+    # asymmetric activations (NNCF's mixed preset): SiLU / HardSwish outputs reach only -0.28 / -0.375, so a
+    # symmetric range wastes half the grid; random-init mobilenet_v3_large rel. logit error 0.334 -> 0.303 (3 seeds)
+    "preset": "mixed",
 }
 
 # compute ops: integer kernels and their float counterparts in ORT's optimised graph

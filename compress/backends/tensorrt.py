@@ -32,7 +32,7 @@ EXTRA = "pip install 'compress[tensorrt]'"
 
 # How a Q/DQ graph must look for TensorRT (read by `compress.quantize.targets`): symmetric signed INT8,
 # weights per channel, activations per tensor; TensorRT fuses Q/DQ itself, so NNCF's placement stays.
-INT8_RULES = {"activations_per_tensor": True, "rewrites": (), "signed_only": True}
+INT8_RULES = {"activations_per_tensor": True, "rewrites": (), "signed_only": True, "preset": "performance"}
 PRECISIONS = ("auto", "fp16")
 OPT_LEVELS = range(0, 6)  # TensorRT's builder optimisation levels (default 3)
 

@@ -21,7 +21,7 @@ def quantize(
     data: str = opt.Data,
     calib_size: int | None = typer.Option(None, "--calib-size", help="Calibration samples (int8, codebook)."),
     target: str | None = typer.Option(None, "--target", help="int8: onnxruntime or tensorrt (TensorRT Q/DQ rules)."),
-    preset: str | None = typer.Option(None, "--preset", help="int8: performance (symmetric) or mixed."),
+    preset: str | None = typer.Option(None, "--preset", help="int8: performance, mixed (asymmetric) or auto."),
     route: str | None = typer.Option(None, "--route", help="int8: onnx (quantize the exported ONNX) or torch."),
     ignore: list[str] | None = typer.Option(
         None, "--ignore", help="int8: module-name regex kept in float (repeatable)."

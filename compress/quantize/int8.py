@@ -45,7 +45,9 @@ class Int8Config:
         route: onnx (quantize the exported ONNX model; default, measured faster) or torch (quantize the
             torch model, then export; QAT always uses it).
         calib_size: calibration samples taken from the data's calibration split.
-        preset: performance (symmetric activations and weights) or mixed (asymmetric activations).
+        preset: performance (symmetric activations and weights), mixed (asymmetric activations) or auto
+            (the target's: mixed for onnxruntime, whose uint8 kernels take any zero-point, performance
+            for tensorrt, which rejects asymmetric Q/DQ).
         target: onnxruntime or tensorrt (forces symmetric signed INT8 per TensorRT's Q/DQ rules, and
             the result is checked with `check_qdq`).
         ignored: regular expressions over module names (e.g. "fc", "layer1\\..*") kept in float.
@@ -73,7 +75,7 @@ class Int8Config:
 
     route: Literal["onnx", "torch"] = "onnx"
     calib_size: int = 300
-    preset: Literal["performance", "mixed"] = "performance"
+    preset: Literal["auto", "performance", "mixed"] = "auto"
     target: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
     ignored: list[str] = field(default_factory=list)
     qat_epochs: int = 0
@@ -100,7 +102,7 @@ class Int8Config:
             raise ValueError("speed_rounds must be >= 5 (fewer cannot reach significance)")
         if self.require_speedup and not self.speed_check:
             raise ValueError("require_speedup needs speed_check")
-        if self.target == "tensorrt" and self.preset != "performance":
+        if self.target == "tensorrt" and self.preset == "mixed":
             raise ValueError("target tensorrt needs preset performance (TensorRT rejects asymmetric Q/DQ)")
         for p in self.ignored:
             try:

@@ -47,7 +47,8 @@ def _quiet():
 def _nncf_params(config: Int8Config) -> dict[str, Any]:
     nncf = nncf_module()
 
-    preset = nncf.QuantizationPreset.PERFORMANCE if config.preset == "performance" else nncf.QuantizationPreset.MIXED
+    name = preset_for(config)
+    preset = nncf.QuantizationPreset.PERFORMANCE if name == "performance" else nncf.QuantizationPreset.MIXED
     # NNCF's fast bias correction (its full variant is not supported for these backends)
     params: dict[str, Any] = {"preset": preset, "subset_size": config.calib_size, "fast_bias_correction": True}
     if rules_for(config.target).activations_per_tensor:
@@ -58,6 +59,11 @@ def _nncf_params(config: Int8Config) -> dict[str, Any]:
             activations_quantization_params=QuantizationParameters(per_channel=False)
         )
     return params
+
+
+def preset_for(config: Int8Config) -> str:
+    """The NNCF preset to use: the config's, or with `auto` the target's (`QdqRules.preset`)."""
+    return rules_for(config.target).preset if config.preset == "auto" else config.preset
 
 
 def single_samples(calib: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -200,7 +206,7 @@ def _nncf_quantize(nncf, model, dataset, scope, config: Int8Config, route: str =
         from compress.errors import BackendError
 
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise BackendError(f"NNCF quantization failed (route {route}, preset {config.preset}): {first}") from None
+        raise BackendError(f"NNCF quantization failed (route {route}, preset {preset_for(config)}): {first}") from None
 
 
 def nncf_module():

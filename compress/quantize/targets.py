@@ -22,12 +22,15 @@ class QdqRules:
         activations_per_tensor: ask the quantizer for one scale per activation tensor.
         rewrites: names of `compress.quantize.rewrite` passes applied, in order, to the Q/DQ file.
         signed_only: only signed, symmetric INT8 (the file is rewritten with `to_signed_int8`).
+        preset: NNCF's preset when the config asks for `auto`: performance (symmetric activations) or
+            mixed (asymmetric activations).
     """
 
     target: str
     activations_per_tensor: bool = False
     rewrites: tuple[str, ...] = ()
     signed_only: bool = False
+    preset: str = "performance"
 
 
 def rules_for(target: str) -> QdqRules:
@@ -44,4 +47,5 @@ def rules_for(target: str) -> QdqRules:
         activations_per_tensor=bool(raw["activations_per_tensor"]),
         rewrites=tuple(raw["rewrites"]),
         signed_only=bool(raw["signed_only"]),
+        preset=str(raw.get("preset", "performance")),
     )
