@@ -140,14 +140,17 @@ def remove_units(
     module = graph.module
     keep = graph.repair(keep, scores)
     removed = int((~keep).sum())
-    refit_info = None
-    if refit is not None and removed:
-        masked = masked_reference(module, graph, keep)
-        refit_info = refit(masked, copy.deepcopy(module))
-        with torch.no_grad():
-            module.load_state_dict(masked.state_dict())
+    refit_info, reference = None, None
     exact = not bool((graph.class_normed & ~keep).any())
-    reference = masked_reference(module, graph, keep) if verify and exact and removed else None
+    if refit is not None and removed:
+        reference = masked_reference(module, graph, keep)
+        refit_info = refit(reference, module)  # reads the unpruned module, changes only the masked copy
+        with torch.no_grad():
+            module.load_state_dict(reference.state_dict())
+    elif verify and exact and removed:
+        reference = masked_reference(module, graph, keep)
+    if not (verify and exact):
+        reference = None
     graph.apply(keep)
     verified = verify_pruned(module, reference, graph.output_shape, input_shape, exact) if verify else "skipped"
     report = graph.report()
