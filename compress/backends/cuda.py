@@ -21,6 +21,24 @@ _SMI_FIELDS = (
 )
 
 
+def graph_replay(fn, stream):
+    """Capture one `fn()` on `stream` in a CUDA graph; returns (replay, what fn returned).
+
+    `replay()` launches the graph on `stream` (a graph replays on the current stream otherwise). The
+    returned tensors are the graph's static outputs: each replay writes into them."""
+    import torch
+
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        out = fn()
+
+    def replay():
+        with torch.cuda.stream(stream):
+            graph.replay()
+
+    return replay, out
+
+
 def require_cuda(what: str) -> None:
     """A one-line error when torch sees no CUDA device."""
     import torch

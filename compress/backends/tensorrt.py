@@ -587,8 +587,6 @@ class TensorRTSession(Session):
 
     def runner(self, x: np.ndarray):
         """One enqueue on device-resident buffers (a CUDA graph's replay with --cuda-graph)."""
-        import torch
-
         self.validate(x)
         xt = self._device_input(x)
         self._static = xt, self._bind(xt)  # the buffers must live as long as the runner
@@ -597,15 +595,9 @@ class TensorRTSession(Session):
         self.stream.synchronize()
         if not self.options.cuda_graph:
             return lambda: ctx.execute_async_v3(handle)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
-            ctx.execute_async_v3(handle)
+        from compress.backends.cuda import graph_replay
 
-        def replay():  # on the timer's stream: replay() launches on the current one
-            with torch.cuda.stream(stream):
-                graph.replay()
-
-        return replay
+        return graph_replay(lambda: ctx.execute_async_v3(handle), stream)[0]
 
     def timer(self) -> CudaEventTimer:
         return CudaEventTimer(self.stream)

@@ -86,14 +86,9 @@ class TorchCudaSession(Session):
                     self._forward(static_x)
 
             return call
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
-            self._static_out = self._forward(static_x)
+        from compress.backends.cuda import graph_replay
 
-        def replay():  # on the timer's stream: replay() launches on the current one
-            with torch.cuda.stream(stream):
-                graph.replay()
-
+        replay, self._static_out = graph_replay(lambda: self._forward(static_x), stream)
         return replay
 
     def timer(self) -> CudaEventTimer:
