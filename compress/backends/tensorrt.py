@@ -464,8 +464,7 @@ def summarize_layers(info: dict[str, Any]) -> dict[str, Any]:
             precisions["unknown"] += 1
             continue
         outs = layer.get("Outputs") or [{}]
-        fmt = str(outs[0].get("Format/Datatype", "unknown"))
-        precisions[_precision(fmt)] += 1
+        precisions[_precision(_datatype(outs[0]))] += 1
         tactic = str(layer.get("TacticName", "") or layer.get("TacticValue", ""))
         if tactic:
             tactics[tactic] += 1
@@ -478,16 +477,40 @@ def summarize_layers(info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _precision(fmt: str) -> str:
-    low = fmt.lower()
-    for key, name in (("int8", "int8"), ("half", "fp16"), ("fp16", "fp16"), ("bf16", "bf16"), ("fp8", "fp8")):
-        if key in low:
-            return name
-    if "float" in low or "fp32" in low:
-        return "fp32"
-    if "int32" in low or "int64" in low or "bool" in low:
-        return "int"
-    return "unknown"
+def _datatype(tensor: Any) -> str:
+    """A tensor's data type as the engine inspector writes it: TensorRT 10.x combines format and type
+    in "Format/Datatype" ("Row major linear FP32"), TensorRT 11.x splits them ("Datatype": "Half")."""
+    if not isinstance(tensor, dict):
+        return "unknown"
+    if tensor.get("Datatype") or tensor.get("DataType"):
+        return str(tensor.get("Datatype") or tensor.get("DataType"))
+    return str(tensor.get("Format/Datatype") or tensor.get("Format/DataType") or "unknown")
+
+
+# substrings of the inspector's type names, most specific first ("bfloat16" before "float", "float8" before "float")
+_PRECISION_KEYS = (
+    ("bfloat16", "bf16"),
+    ("bf16", "bf16"),
+    ("float8", "fp8"),
+    ("fp8", "fp8"),
+    ("e4m3", "fp8"),
+    ("float4", "fp4"),
+    ("fp4", "fp4"),
+    ("int8", "int8"),
+    ("int4", "int4"),
+    ("half", "fp16"),
+    ("fp16", "fp16"),
+    ("float", "fp32"),
+    ("fp32", "fp32"),
+    ("int32", "int"),
+    ("int64", "int"),
+    ("bool", "int"),
+)
+
+
+def _precision(dtype: str) -> str:
+    low = dtype.lower()
+    return next((name for key, name in _PRECISION_KEYS if key in low), "unknown")
 
 
 # ---- inference: TensorRT's tensor API with torch CUDA tensors ----------------------------------

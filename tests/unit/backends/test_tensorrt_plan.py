@@ -203,6 +203,30 @@ def test_layer_summary_from_the_engine_inspector():
     assert s["sparse_tactics"] == 1
 
 
+def test_layer_summary_reads_tensorrt_11_split_datatype_field():
+    """TensorRT 11's inspector splits "Format/Datatype" into "Datatype" and "Format" (its 10.x-to-11.x
+    migration guide); the format string alone names a layout, not the layer's type."""
+    from compress.backends.tensorrt import summarize_layers
+
+    def layer(dtype, fmt):
+        return {"Name": dtype, "Outputs": [{"Name": "t", "Datatype": dtype, "Format": fmt}], "TacticName": "k"}
+
+    info = {
+        "Layers": [
+            layer("Int8", "Thirty-two wide channel vectorized row major format (kCHW32)"),
+            layer("Half", "Row major linear FP32 format (kLINEAR)"),  # the type field wins over the format text
+            layer("Float", "Row major linear format (kLINEAR)"),
+            layer("BFloat16", "Row major linear format (kLINEAR)"),
+            layer("FP8", "Row major linear format (kLINEAR)"),
+        ],
+        "I/O Tensors": [{"Name": "input", "IOMode": "Input", "DataType": "Float"}],
+    }
+    assert summarize_layers(info)["by_precision"] == {"int8": 1, "fp16": 1, "fp32": 1, "bf16": 1, "fp8": 1}
+    # the 10.x combined field still reads, BFloat16 there too (it contains "float": not fp32)
+    ten = {"Layers": [{"Outputs": [{"Format/Datatype": "Row major linear BFloat16 format"}]}]}
+    assert summarize_layers(ten)["by_precision"] == {"bf16": 1}
+
+
 def test_backends_resolve_lazily_and_know_their_artifact():
     import sys
 
