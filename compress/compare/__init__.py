@@ -5,7 +5,10 @@ the top-1 agreement; PASS when every output is within tolerance. The tolerance r
 `CompareFunc.simple` (the one `polygraphy run --trt --onnxrt` applies): an element fails only when
 it is off by more than `atol` **and** by more than `rtol` relative to the reference (A), so tiny
 values and large ones are both judged fairly. Relative error = |a - b| / |a|, A being the
-reference, with zeros of A replaced by a tiny epsilon as Polygraphy does.
+reference, with zeros of A replaced by a tiny epsilon as Polygraphy does. A NaN on either side
+fails (Polygraphy's rule too), as does a non-finite value the other side does not match; equal
+infinities pass (Polygraphy's `infinities_compare_equal`). Polygraphy divides by the *second*
+output of a comparison, so `compare_polygraphy` hands it the pair as (B, A).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 
 from compress.errors import BackendError, DataError
 
-_EPSILON = 1e-12
+_EPSILON = 2.220446049250313e-16  # what Polygraphy adds to zeros of the reference
 
 
 @dataclass
@@ -162,8 +165,8 @@ def compare_polygraphy(
         raise DataError("no inputs to compare (the data's validation split is empty)")
     with quiet_polygraphy():
         results = Comparator.run(runners, data_loader=feeds)
-        verdict = Comparator.compare_accuracy(
-            results, compare_func=CompareFunc.simple(atol=config.atol, rtol=config.rtol)
+        verdict = Comparator.compare_accuracy(  # (B, A): Polygraphy's relative error divides by |A|
+            results, comparisons=[(1, 0)], compare_func=CompareFunc.simple(atol=config.atol, rtol=config.rtol)
         )
     (_, iters_a), (_, iters_b) = results
     names = list(iters_a[0].keys())
@@ -224,15 +227,17 @@ def _pg_runner(path: Path, backend: str, name: str):
 
 def output_stats(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> dict[str, Any]:
     """Error statistics of B against the reference A, and the elementwise tolerance verdict."""
-    absdiff = np.abs(a - b)
-    denom = np.abs(a)
-    denom[denom == 0] = _EPSILON
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN: judged below
+        absdiff = np.abs(a - b)
+        denom = np.abs(a)
+        denom[denom == 0] = _EPSILON
         reldiff = absdiff / denom
-    finite_a, finite_b = np.isfinite(a), np.isfinite(b)
-    nonfinite = int((finite_a != finite_b).sum() + (~finite_a & ~finite_b & (a != b)).sum())
-    failed = (absdiff > atol) & (reldiff > rtol)
-    failed |= finite_a != finite_b
+    # NaN anywhere, or a non-finite value the other side does not equal (inf vs -inf, inf vs finite)
+    nonfinite_mismatch = (~np.isfinite(a) | ~np.isfinite(b)) & ~(a == b)
+    nonfinite = int(nonfinite_mismatch.sum())
+    with np.errstate(invalid="ignore"):
+        failed = (absdiff > atol) & (reldiff > rtol)
+    failed |= nonfinite_mismatch
     out: dict[str, Any] = {
         "shape": list(a.shape),
         "abs": _stats(absdiff),
