@@ -154,70 +154,93 @@ def main() -> None:
         work = Path(tmp)
         built = variants(args.arch, shape, work, onnx=args.smoke or have_tensorrt())
         print({k: v.get("note", v.get("error")) for k, v in built.items()}, flush=True)
+        plan = torch_plan(built, batches)  # every row's BackendOptions, built here on any machine
         if args.smoke:
-            write_result(args.out, {"benchmark": "gpu_backends", "smoke": True, "variants": _plain(built)})
+            write_result(
+                args.out,
+                {
+                    "benchmark": "gpu_backends",
+                    "smoke": True,
+                    "variants": _plain(built),
+                    "torch_cuda_plan": [
+                        {**{k: v for k, v in r.items() if k != "options"}, "options": vars(r["options"])} for r in plan
+                    ],
+                },
+            )
             return
-        modes = [
-            ("eager fp32", {}, "fp32"),
-            ("cuda graph fp32", {"cuda_graph": True}, "fp32"),
-            ("compile fp32", {"compile": True}, "fp32"),
-            ("cuda graph fp16", {"cuda_graph": True}, "fp16"),
-        ]
-        for name, v in built.items():
-            if "error" in v or (v["pt"] is None and v["model"] is None):
-                continue
-            for batch in batches:
-                for label, opts, precision in modes:
-                    if name == "int8_fake_quant" and precision == "fp16":
-                        continue  # fake-quant ops run in fp32
-                    if opts.get("compile") and (name != "dense" or batch != max(batches)):
-                        continue  # each compile takes tens of seconds: dense at the largest batch only
-                    rows.append(_bench_torch(lat, v, name, batch, label, opts, precision))
-                    if name == "sparse_2of4" and precision == "fp16":
-                        rows.append(
-                            _bench_torch(
-                                lat,
-                                v["pt"],
-                                name,
-                                batch,
-                                label + " + 2:4 Linear",
-                                opts,
-                                precision,
-                                semi_structured=True,
-                            )
-                        )
-        trt_rows = []
+        for r in plan:
+            rows.append(_bench_torch(lat, built[r["variant"]], r["variant"], r["batch"], r["mode"], r["options"]))
+
+        def save(trt_rows):
+            write_result(
+                args.out,
+                {
+                    "benchmark": "gpu_backends",
+                    "arch": args.arch,
+                    "input": list(shape),
+                    "device": device_info(),
+                    "variants": _plain(built),
+                    "torch_cuda": rows,
+                    "tensorrt": trt_rows,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                },
+            )
+
         if have_tensorrt():
-            trt_rows = _tensorrt(built, batches, shape, work, lat)
+            save([{"pending": "the TensorRT engines were still building when this was written"}])  # kept if killed
+            save(_tensorrt(built, batches, shape, work, lat))
         else:
-            trt_rows.append({"skipped": "TensorRT is not installed on this machine"})
-    write_result(
-        args.out,
-        {
-            "benchmark": "gpu_backends",
-            "arch": args.arch,
-            "input": list(shape),
-            "device": device_info(),
-            "variants": _plain(built),
-            "torch_cuda": rows,
-            "tensorrt": trt_rows,
-            "seconds": round(time.perf_counter() - t0, 1),
-        },
-    )
+            save([{"skipped": "TensorRT is not installed on this machine"}])
+    failed = [r for r in rows if "error" in r]
+    if failed or not rows:  # a figure that could not be taken fails the run (gpu_check.sh reports the rc)
+        sys.exit(f"{len(failed)} of {len(rows)} torch-cuda rows failed; their errors are in {args.out}")
 
 
-def _bench_torch(lat, v, name, batch, label, opts, precision, semi_structured=False):
+MODES = (
+    ("eager fp32", {}, "fp32"),
+    ("cuda graph fp32", {"cuda_graph": True}, "fp32"),
+    ("compile fp32", {"compile": True}, "fp32"),
+    ("cuda graph fp16", {"cuda_graph": True}, "fp16"),
+)
+
+
+def torch_plan(built: dict[str, dict], batches: list[int]) -> list[dict]:
+    """The torch-cuda rows to time: variant, batch, mode and the backend options of each."""
+    from compress.backends.base import BackendOptions
+
+    plan = []
+    for name, v in built.items():
+        if "error" in v or (v.get("pt") is None and v.get("model") is None):
+            continue
+        for batch in batches:
+            for label, opts, precision in MODES:
+                if name == "int8_fake_quant" and precision == "fp16":
+                    continue  # fake-quant ops run in fp32
+                if opts.get("compile") and (name != "dense" or batch != max(batches)):
+                    continue  # each compile takes tens of seconds: dense at the largest batch only
+                sparse = ("off", "all") if name == "sparse_2of4" and precision == "fp16" else ("off",)
+                for mode in sparse:  # the 2:4 variant also with semi-structured sparse Linear layers
+                    plan.append(
+                        {
+                            "variant": name,
+                            "batch": batch,
+                            "mode": label + (" + 2:4 Linear" if mode == "all" else ""),
+                            "options": BackendOptions(device="cuda", precision=precision, sparse=mode, **opts),
+                        }
+                    )
+    return plan
+
+
+def _bench_torch(lat, v, name, batch, label, options):
     """One torch-cuda figure through compress's backend and harness."""
     from compress.backends import get_backend
-    from compress.backends.base import BackendOptions
     from compress.backends.torch_cuda import TorchCudaSession
     from compress.bench.latency import measure, summarize
 
-    row = {"variant": name, "batch": batch, "mode": label, "precision": precision}
+    row = {"variant": name, "batch": batch, "mode": label, "precision": options.precision}
     try:
         import numpy as np
 
-        options = BackendOptions(device="cuda", precision=precision, semi_structured=semi_structured, **opts)
         if v["pt"] is not None:
             sess = get_backend("torch-cuda").load(v["pt"], options)
         else:

@@ -4,8 +4,11 @@
 # The device image has torch/onnx/onnxruntime/typer/rich but may lack nncf and TensorRT: the GPU tests
 # do not need nncf, and TensorRT tests and figures are skipped (and say so) where it is not installed.
 set -uo pipefail
+if [ $# -ge 1 ]; then  # a relative DIR is the caller's, not the repository's
+  mkdir -p "$1" && DEST="$(cd "$1" && pwd)" || exit 2
+fi
 cd "$(dirname "$0")/.."
-DEST="${1:-${OUT:-results}}"
+DEST="${DEST:-${OUT:-results}}"
 mkdir -p "$DEST"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" COMPRESS_PROGRESS=0 PYTHONUNBUFFERED=1
 start=$(date +%s)
