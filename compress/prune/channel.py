@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from compress.analysis import count_params
 from compress.config import to_dict
 from compress.errors import RecipeError
 from compress.methods import Context, Result, register_method
@@ -133,13 +134,16 @@ def prune_channels(model: Model, config: ChannelConfig, ctx: Context | None = No
             raise RecipeError("reconstruct after pruning needs data (--data; labels are not needed)")
         refit = refit_on(data, config.reconstruct_images)
     teacher = teacher_for(model.module, ctx, config.distill) if ft.epochs > 0 else None
-    dense_macs, dense_params = measure(out.module, shape)
     latency_probe = None
     if config.target_latency is not None:
         ratio, latency_probe = ratio_for_latency(out, config, shape)
         config = dataclasses.replace(config, ratio=ratio, target_latency=None, iterative_steps=1)
     target = config.target_macs if config.target_macs is not None else config.target_params
     kind = "macs" if config.target_macs is not None else "params"
+    if target is not None:  # the bisection needs them before the first removal
+        dense_macs, dense_params = measure(out.module, shape)
+    else:  # counted on the first removal's verification forward of the unpruned network
+        dense_macs, dense_params = None, count_params(out.module)
     steps = []
     cur_macs, cur_params = dense_macs, dense_params
     for step in range(1, config.iterative_steps + 1):
@@ -170,8 +174,19 @@ def prune_channels(model: Model, config: ChannelConfig, ctx: Context | None = No
                 max_group_ratio=config.max_group_ratio,
             )
 
-        info = prune_once(out.module, shape, score_fn, keep_fn, ignore=config.ignore, verify=config.verify, refit=refit)
-        macs, params = cur_macs, cur_params = measure(out.module, shape)
+        info = prune_once(
+            out.module,
+            shape,
+            score_fn,
+            keep_fn,
+            ignore=config.ignore,
+            verify=config.verify,
+            refit=refit,
+            count_macs=True,
+        )
+        if dense_macs is None:
+            dense_macs = info.macs_before
+        macs, params = cur_macs, cur_params = info.macs_after, count_params(out.module)
         record = {
             "step": step,
             "removed_units": info.removed_units,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +14,7 @@ from torch import nn
 
 from compress.config import from_dict
 from compress.errors import ModelError, RecipeError
-from compress.prune.graph import DependencyGraph, analyze, masked_reference
+from compress.prune.graph import DependencyGraph, analyze, masked_params, masked_reference
 from compress.train.loop import TrainConfig, train
 
 
@@ -62,48 +63,41 @@ class _MacCounter(torch.utils._python_dispatch.TorchDispatchMode):
 
 @dataclass
 class PruneInfo:
-    """What one pruning pass did."""
+    """What one pruning pass did (`macs_before` / `macs_after`: MACs of one sample, when measured)."""
 
     graph: DependencyGraph
     keep: np.ndarray
     verified: str
     removed_units: int
     report: dict[str, Any] = field(default_factory=dict)
+    macs_before: int | None = None
+    macs_after: int | None = None
 
 
-def verify_pruned(
-    pruned: nn.Module,
-    reference: nn.Module | None,
-    dense_out_shape: tuple[int, ...] | None,
-    input_shape: tuple[int, ...],
-    exact: bool,
-) -> str:
-    """Check the pruned network runs and keeps the output shape; compare exactly where possible.
-
-    `reference` is the unpruned network with the removed channels' consumers zeroed
-    (`masked_reference`); without cross-channel normalisation of removed channels both must agree.
-    """
-    x = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
-    was = pruned.training
-    pruned.eval()
+def _forward(module: nn.Module, x: torch.Tensor, *, params: dict[str, torch.Tensor] | None = None, count: bool = False):
+    """`module(x)` in eval mode without autograd, with `params` (by name) in place of its own; with
+    `count`, also the MACs of that forward per sample (None where the counter cannot see them)."""
+    visible = not any(isinstance(m, nn.MultiheadAttention) for m in module.modules())  # see `measure`
+    counter = _MacCounter() if count and visible else None
+    was = module.training
+    module.eval()
     try:
-        with torch.no_grad():
-            y = pruned(x)
-    except Exception as e:  # noqa: BLE001 - report any failure of the pruned forward pass as ours
-        raise ModelError(f"internal error: the pruned model no longer runs ({str(e).splitlines()[0][:200]})") from None
+        with torch.no_grad(), counter if counter is not None else contextlib.nullcontext():
+            y = torch.func.functional_call(module, params, (x,)) if params else module(x)
     finally:
-        pruned.train(was)
+        module.train(was)
+    return y, (int(counter.flops // 2) // x.shape[0] if counter is not None else None)
+
+
+def _check_output(y: Any, dense_out_shape: tuple[int, ...] | None) -> None:
     if not isinstance(y, torch.Tensor) or (dense_out_shape is not None and tuple(y.shape[1:]) != dense_out_shape):
         raise ModelError(f"internal error: pruning changed the output shape to {getattr(y, 'shape', None)}")
-    if reference is None or not exact:
-        return "shape"
-    reference.eval()
-    with torch.no_grad():
-        yr = reference(x)
-    scale = float(yr.abs().max()) + 1e-6
-    if float((y - yr).abs().max()) > 1e-3 * scale + 1e-5:
+
+
+def _check_equal(y: torch.Tensor, expected: torch.Tensor) -> None:
+    scale = float(expected.abs().max()) + 1e-6
+    if y.shape != expected.shape or float((y - expected).abs().max()) > 1e-3 * scale + 1e-5:
         raise ModelError("internal error: the pruned model disagrees with the masked unpruned model")
-    return "exact"
 
 
 def prune_once(
@@ -115,12 +109,13 @@ def prune_once(
     ignore: list[str] | None = None,
     verify: bool = True,
     refit=None,
+    count_macs: bool = False,
 ) -> PruneInfo:
     """Analyse `module`, pick units with `keep_fn(graph, scores)`, remove them in place, verify."""
     graph = analyze(module, input_shape, ignore=ignore)
     scores = score_fn(graph)
     keep = keep_fn(graph, scores)
-    return remove_units(graph, keep, scores, input_shape, verify=verify, refit=refit)
+    return remove_units(graph, keep, scores, input_shape, verify=verify, refit=refit, count_macs=count_macs)
 
 
 def remove_units(
@@ -131,32 +126,52 @@ def remove_units(
     *,
     verify: bool = True,
     refit=None,
+    count_macs: bool = False,
 ) -> PruneInfo:
     """Remove the units of `graph` where `keep` is False from its module (in place) and verify.
 
-    `refit(masked, unpruned)`, when given, changes the masked copy (removed channels' consumers
-    zeroed) towards the unpruned network before the removal; its result is returned in the report.
+    Verification runs one sample through the pruned network (it must run and keep the output shape)
+    and, where no removed channel is normalised together with kept ones, through the unpruned network
+    with the removed channels' consumers zeroed (`masked_params`), which it must match exactly.
+    `count_macs` also fills the MACs before and after, counted on those same forwards where they run.
+    `refit(masked, unpruned)`, when given, changes the masked copy (`masked_reference`) towards the
+    unpruned network before the removal; its result is returned in the report.
     """
     module = graph.module
     keep = graph.repair(keep, scores)
     removed = int((~keep).sum())
-    refit_info, reference = None, None
-    exact = not bool((graph.class_normed & ~keep).any())
+    exact = verify and removed > 0 and not bool((graph.class_normed & ~keep).any())
+    x = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0))
+    refit_info, expected, macs_before = None, None, None
     if refit is not None and removed:
         reference = masked_reference(module, graph, keep)
         refit_info = refit(reference, module)  # reads the unpruned module, changes only the masked copy
         with torch.no_grad():
             module.load_state_dict(reference.state_dict())
-    elif verify and exact and removed:
-        reference = masked_reference(module, graph, keep)
-    if not (verify and exact):
-        reference = None
+        if exact:
+            expected, macs_before = _forward(module, x, count=count_macs)  # the masked weights are loaded
+    elif exact:
+        expected, macs_before = _forward(module, x, params=masked_params(module, graph, keep), count=count_macs)
+    if count_macs and macs_before is None:
+        macs_before = measure(module, input_shape)[0]
     graph.apply(keep)
-    verified = verify_pruned(module, reference, graph.output_shape, input_shape, exact) if verify else "skipped"
+    verified, macs_after = "skipped", None
+    if verify:
+        try:
+            y, macs_after = _forward(module, x, count=count_macs)
+        except Exception as e:  # noqa: BLE001 - report any failure of the pruned forward pass as ours
+            msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise ModelError(f"internal error: the pruned model no longer runs ({msg})") from None
+        _check_output(y, graph.output_shape)
+        if expected is not None:
+            _check_equal(y, expected)
+        verified = "exact" if expected is not None else "shape"
+    if count_macs and macs_after is None:
+        macs_after = measure(module, input_shape)[0]
     report = graph.report()
     if refit_info is not None:
         report["reconstruction"] = refit_info
-    return PruneInfo(graph, keep, verified, removed, report)
+    return PruneInfo(graph, keep, verified, removed, report, macs_before, macs_after)
 
 
 def train_config(base: TrainConfig, epochs: int | None) -> TrainConfig:

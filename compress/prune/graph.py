@@ -438,8 +438,7 @@ class DependencyGraph:
     # ------------------------------------------------------------------------------------ finalisation
     def _finalise(self) -> None:
         at = self.atoms
-        n = len(at.parent)
-        roots = np.fromiter((at.find(i) for i in range(n)), dtype=np.int64, count=n)
+        roots = at.roots()
         uniq, inverse = np.unique(roots, return_inverse=True)
         self.atom_class = inverse.astype(np.int64)  # atom -> class index
         self.num_classes = len(uniq)
@@ -459,8 +458,11 @@ class DependencyGraph:
                 a = sp_parent[a]
             return a
 
+        # each distinct (class, space) pair once, in atom order: the first space of a class links the rest
+        pairs = self.atom_class * max(len(self._spaces), 1) + space
+        _, first_atom = np.unique(pairs, return_index=True)
         first_space: dict[int, int] = {}
-        for atom in range(n):
+        for atom in np.sort(first_atom).tolist():
             c = int(self.atom_class[atom])
             s = int(space[atom])
             if c in first_space:
@@ -473,21 +475,26 @@ class DependencyGraph:
         by_root: dict[int, list[int]] = {}
         for c, r in class_group_root.items():
             by_root.setdefault(r, []).append(c)
+        spaces_of: dict[int, set[str]] = {}
+        for s in range(len(self._spaces)):
+            spaces_of.setdefault(sfind(s), set()).add(self._spaces[s])
+        order = {m: i for i, m in enumerate(self.modules)}
+        space_index: dict[str, int] = {}
+        for i, name in enumerate(self._spaces):
+            space_index.setdefault(name, i)
+        space_size = np.bincount(space, minlength=len(self._spaces))
         self.class_group = np.zeros(self.num_classes, dtype=np.int64)
         self.groups = []
         producer_modules = {s.module for s in self.slots if s.role == "out"}
         for gi, (r, classes) in enumerate(sorted(by_root.items())):
-            members = sorted(
-                {self._spaces[s] for s in range(len(self._spaces)) if sfind(s) == r},
-                key=lambda m: list(self.modules).index(m) if m in self.modules else 10**9,
-            )
+            members = sorted(spaces_of.get(r, set()), key=lambda m: order.get(m, 10**9))
             classes = sorted(classes)
             for c in classes:
                 self.class_group[c] = gi
             prunable = [c for c in classes if not self.class_fixed[c]]
             reasons = sorted({r for c in classes if self.class_fixed[c] for r in self.class_reason[c]})
             first = next((m for m in members if m in producer_modules), members[0])
-            channels = int(np.sum(space == self._spaces.index(first)))
+            channels = int(space_size[space_index[first]])
             self.groups.append(Group(gi, members, classes, prunable, channels, reasons))
         self.class_size = np.bincount(self.atom_class, minlength=self.num_classes)
 
@@ -660,13 +667,29 @@ def masked_reference(module: nn.Module, graph: DependencyGraph, keep: np.ndarray
     import copy
 
     ref = copy.deepcopy(module)
-    mods = dict(ref.named_modules())
+    with torch.no_grad():
+        for name, t in masked_params(module, graph, keep).items():
+            owner, _, attr = name.rpartition(".")
+            getattr(ref.get_submodule(owner), attr).copy_(t)
+    return ref
+
+
+def masked_params(module: nn.Module, graph: DependencyGraph, keep: np.ndarray) -> dict[str, torch.Tensor]:
+    """The consumer weights of `module` with every column fed by a channel that `keep` removes zeroed,
+    by parameter name (copies; `module` is unchanged): what `masked_reference` computes with, for
+    `torch.func.functional_call` without copying the whole network."""
+    mods = dict(module.named_modules())
     keep = keep | graph.class_fixed
+    out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for s, sc in zip(graph.slots, graph.slot_classes, strict=False):
             if s.role != "in":
                 continue
             removed = np.flatnonzero((sc >= 0) & ~keep[np.maximum(sc, 0)])
-            if removed.size:
-                getattr(mods[s.module], s.param).index_fill_(s.dim, torch.as_tensor(removed), 0.0)
-    return ref
+            if not removed.size:
+                continue
+            name = f"{s.module}.{s.param}" if s.module else s.param
+            if name not in out:
+                out[name] = getattr(mods[s.module], s.param).detach().clone()
+            out[name].index_fill_(s.dim, torch.as_tensor(removed), 0.0)
+    return out

@@ -25,14 +25,14 @@ def _slot_tensor(graph: DependencyGraph, slot) -> torch.Tensor:
 
 
 def _per_index(t: torch.Tensor, dim: int, kind: str) -> np.ndarray:
-    rows = t.detach().float().movedim(dim, 0).reshape(t.shape[dim], -1)
+    # in numpy: a few small reductions per slot, where each torch op would pay for its thread pool
+    a = t.detach().cpu().float().numpy().astype(np.float64)
+    other = tuple(d for d in range(a.ndim) if d != dim % a.ndim)
     if kind == "l1":
-        v = rows.abs().sum(1)
-    elif kind == "taylor":
-        v = rows.sum(1).abs()
-    else:
-        v = rows.pow(2).sum(1).sqrt()
-    return v.cpu().numpy().astype(np.float64)
+        return np.abs(a).sum(axis=other)
+    if kind == "taylor":
+        return np.abs(a.sum(axis=other))
+    return np.sqrt(np.square(a).sum(axis=other))
 
 
 def _accumulate(

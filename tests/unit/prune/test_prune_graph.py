@@ -163,3 +163,60 @@ def test_prunable_report_rows_and_summary():
     assert rows["mlp.0"]["status"] == "prunable" and rows["mlp.0"]["prunable_units"] == 32
     assert rows["embed"]["status"] == "kept whole" and rows["embed"]["reasons"]
     assert report["summary"]["prunable_groups"] == sum(r["status"] == "prunable" for r in report["rows"])
+
+
+def _half(graph):
+    keep = np.ones(graph.num_classes, dtype=bool)
+    keep[graph.prunable_classes()[::2]] = False
+    return graph.repair(keep, np.zeros(graph.num_classes))
+
+
+def test_verification_refuses_a_pruned_model_that_disagrees(monkeypatch):
+    from compress.errors import ModelError
+    from compress.prune.common import remove_units
+    from compress.prune.graph import DependencyGraph
+
+    apply = DependencyGraph.apply
+
+    def off_by_a_little(self, keep):  # a removal that slices one kept weight wrongly
+        out = apply(self, keep)
+        with torch.no_grad():
+            self.module.fc.weight[0, 0] += 0.5
+        return out
+
+    graph = analyze(randomise_norms(Residual()).eval(), SHAPE)
+    monkeypatch.setattr(DependencyGraph, "apply", off_by_a_little)
+    with pytest.raises(ModelError, match="disagrees with the masked unpruned model"):
+        remove_units(graph, _half(graph), np.zeros(graph.num_classes), SHAPE)
+
+
+def test_masked_reference_leaves_the_network_unchanged_and_matches_the_removal():
+    from compress.prune.graph import masked_params
+
+    net = randomise_norms(Residual()).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    graph = analyze(net, SHAPE)
+    keep = _half(graph)
+    masked = masked_params(net, graph, keep)
+    assert masked and all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    x = torch.randn(3, *SHAPE)
+    with torch.no_grad():
+        expected = torch.func.functional_call(net, masked, (x,))
+        graph.apply(keep)
+        torch.testing.assert_close(net(x), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "net, verify, verdict", [(Residual, True, "exact"), (Residual, False, "skipped"), (Attention, True, "exact")]
+)
+def test_macs_counted_on_the_verification_forwards_equal_the_flop_counter(net, verify, verdict):
+    """Counted while verifying (or, without a verification or with nn.MultiheadAttention, by their own pass)."""
+    from compress.analysis import count_macs
+    from compress.prune.common import remove_units
+
+    work = randomise_norms(net()).eval()
+    dense_macs = count_macs(work, SHAPE)
+    graph = analyze(work, SHAPE)
+    info = remove_units(graph, _half(graph), np.zeros(graph.num_classes), SHAPE, verify=verify, count_macs=True)
+    assert info.verified == verdict
+    assert info.macs_before == dense_macs and info.macs_after == count_macs(work, SHAPE) < dense_macs
