@@ -59,16 +59,19 @@ class OrtSession(Session):
             except ImportError:
                 pass
             wanted = [("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
-            if first == "TensorrtExecutionProvider":
-                wanted.insert(0, first)
+            if first == "TensorrtExecutionProvider":  # on the same stream, so the CUDA events bracket its work
+                wanted.insert(0, (first, dict(cuda_opts)))
         try:
             self.sess = ort.InferenceSession(str(path), so, providers=wanted)
         except Exception as e:  # ORT raises InvalidProtobuf, Fail, InvalidGraph, NoSuchFile...
             raise BackendError(f"{path}: not a loadable ONNX model ({str(e).strip().splitlines()[0][:300]})") from None
         self.providers = self.sess.get_providers()
-        first = wanted[0] if isinstance(wanted[0], str) else wanted[0][0]
-        if first not in self.providers:
-            raise BackendError(f"ONNX Runtime fell back from {first} to {self.providers}")
+        # every GPU provider asked for must have loaded: with TensorRT's, a missing CUDA provider would
+        # leave the nodes TensorRT does not take on the CPU
+        gpu = [p if isinstance(p, str) else p[0] for p in wanted if p != "CPUExecutionProvider"]
+        missing = [p for p in gpu if p not in self.providers]
+        if missing:
+            raise BackendError(f"ONNX Runtime fell back: {', '.join(missing)} did not load (it runs {self.providers})")
         inputs = self.sess.get_inputs()
         if len(inputs) != 1:
             raise BackendError(f"{path}: models with {len(inputs)} inputs are not supported (need exactly 1)")
