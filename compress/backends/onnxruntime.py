@@ -111,7 +111,7 @@ class OrtSession(Session):
     def info(self) -> dict[str, Any]:
         import onnxruntime as ort
 
-        return {
+        info = {
             "backend": "onnxruntime",
             "version": ort.__version__,
             "providers": self.providers,
@@ -121,6 +121,11 @@ class OrtSession(Session):
             "execution": "sequential",
             "graph_optimization": "ORT_ENABLE_ALL",
         }
+        if self.device == "cuda":  # the card's name, driver and clocks, as the other GPU backends report them
+            from compress.backends.cuda import device_info
+
+            info["gpu"] = device_info()
+        return info
 
 
 class OrtBackend(Backend):

@@ -64,3 +64,17 @@ def test_every_gpu_provider_gets_the_timed_stream(onnx_file, fake_gpu_ort):
     loads["providers"] = [CUDA, CPU]
     sess = get_backend("onnxruntime").load(onnx_file, BackendOptions(device="cuda"))
     assert [p if isinstance(p, str) else p[0] for p in seen["providers"]] == [CUDA, CPU]
+
+
+def test_a_cuda_session_reports_the_card_like_the_other_gpu_backends(onnx_file, fake_gpu_ort, monkeypatch):
+    import compress.backends.cuda as cuda
+    from compress.backends import get_backend
+    from compress.backends.base import BackendOptions
+
+    card = {"device": "cuda:0", "name": "NVIDIA H200", "smi_driver_version": "580.65", "smi_clocks_sm": "1980 MHz"}
+    monkeypatch.setattr(cuda, "device_info", lambda index=0: dict(card))
+    _, loads = fake_gpu_ort
+    loads["providers"] = [CUDA, CPU]
+    info = get_backend("onnxruntime").load(onnx_file, BackendOptions(device="cuda")).info()
+    assert info["gpu"] == card and info["device"] == "cuda"
+    assert "gpu" not in get_backend("onnxruntime").load(onnx_file).info()  # a CPU session has no card
