@@ -22,8 +22,8 @@ from compress.models.model import Model
 from compress.prune.attention import convert_attention
 from compress.prune.common import (
     finetune,
+    graph_macs,
     input_shape_for,
-    measure,
     prune_once,
     teacher_for,
     train_config,
@@ -140,10 +140,7 @@ def prune_channels(model: Model, config: ChannelConfig, ctx: Context | None = No
         config = dataclasses.replace(config, ratio=ratio, target_latency=None, iterative_steps=1)
     target = config.target_macs if config.target_macs is not None else config.target_params
     kind = "macs" if config.target_macs is not None else "params"
-    if target is not None:  # the bisection needs them before the first removal
-        dense_macs, dense_params = measure(out.module, shape)
-    else:  # counted on the first removal's verification forward of the unpruned network
-        dense_macs, dense_params = None, count_params(out.module)
+    dense_macs, dense_params = None, count_params(out.module)  # MACs: counted by the first analysis
     steps = []
     cur_macs, cur_params = dense_macs, dense_params
     for step in range(1, config.iterative_steps + 1):
@@ -152,7 +149,7 @@ def prune_channels(model: Model, config: ChannelConfig, ctx: Context | None = No
             goal = 1.0 - (1.0 - target) * frac  # of the dense model
             cur = cur_macs if kind == "macs" else cur_params
             dense = dense_macs if kind == "macs" else dense_params
-            step_target, step_ratio = min(1.0, goal * dense / max(cur, 1)), None
+            step_target, step_ratio = (goal if step == 1 else min(1.0, goal * dense / max(cur, 1))), None
         else:
             prev = 1.0 - config.ratio * (step - 1) / config.iterative_steps
             step_ratio, step_target = 1.0 - (1.0 - config.ratio * frac) / prev, None
@@ -160,7 +157,7 @@ def prune_channels(model: Model, config: ChannelConfig, ctx: Context | None = No
         def score_fn(graph, _data=data):
             return importance(graph, config.importance, data=_data, batches=config.taylor_batches)
 
-        def keep_fn(graph, scores, _r=step_ratio, _t=step_target, _m=cur_macs, _p=cur_params):
+        def keep_fn(graph, scores, _r=step_ratio, _t=step_target, _p=cur_params):
             return choose_keep(
                 graph,
                 scores,
@@ -169,7 +166,7 @@ def prune_channels(model: Model, config: ChannelConfig, ctx: Context | None = No
                 target_kind=kind,
                 allocation=config.allocation,
                 round_to=config.round_to,
-                dense_macs=_m,
+                dense_macs=graph_macs(graph) if _t is not None else 0,
                 dense_params=_p,
                 max_group_ratio=config.max_group_ratio,
             )

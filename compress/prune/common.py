@@ -14,7 +14,7 @@ from torch import nn
 
 from compress.config import from_dict
 from compress.errors import ModelError, RecipeError
-from compress.prune.graph import DependencyGraph, analyze, masked_params, masked_reference
+from compress.prune.graph import DependencyGraph, MacCounter, analyze, masked_params, masked_reference
 from compress.train.loop import TrainConfig, train
 
 
@@ -28,7 +28,7 @@ def measure(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
 
     if any(isinstance(m, nn.MultiheadAttention) for m in module.modules()):
         return int(count_macs(module, tuple(input_shape))), int(count_params(module))
-    counter = _MacCounter()
+    counter = MacCounter()
     was = module.training
     module.eval()
     try:
@@ -39,26 +39,7 @@ def measure(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
         raise ModelError(f"the model does not accept inputs of shape {list(input_shape)} ({first})") from None
     finally:
         module.train(was)
-    return int(counter.flops // 2), int(count_params(module))
-
-
-class _MacCounter(torch.utils._python_dispatch.TorchDispatchMode):
-    """Sum of torch.utils.flop_counter's formulas over the aten ops of one forward pass."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        from torch.utils.flop_counter import flop_registry
-
-        self.registry = flop_registry
-        self.flops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        formula = self.registry.get(func._overloadpacket)
-        if formula is not None:
-            self.flops += formula(*args, **kwargs, out_val=out)
-        return out
+    return counter.macs(1), int(count_params(module))
 
 
 @dataclass
@@ -78,7 +59,7 @@ def _forward(module: nn.Module, x: torch.Tensor, *, params: dict[str, torch.Tens
     """`module(x)` in eval mode without autograd, with `params` (by name) in place of its own; with
     `count`, also the MACs of that forward per sample (None where the counter cannot see them)."""
     visible = not any(isinstance(m, nn.MultiheadAttention) for m in module.modules())  # see `measure`
-    counter = _MacCounter() if count and visible else None
+    counter = MacCounter() if count and visible else None
     was = module.training
     module.eval()
     try:
@@ -86,7 +67,7 @@ def _forward(module: nn.Module, x: torch.Tensor, *, params: dict[str, torch.Tens
             y = torch.func.functional_call(module, params, (x,)) if params else module(x)
     finally:
         module.train(was)
-    return y, (int(counter.flops // 2) // x.shape[0] if counter is not None else None)
+    return y, (counter.macs(x.shape[0]) if counter is not None else None)
 
 
 def _check_output(y: Any, dense_out_shape: tuple[int, ...] | None) -> None:
@@ -98,6 +79,14 @@ def _check_equal(y: torch.Tensor, expected: torch.Tensor) -> None:
     scale = float(expected.abs().max()) + 1e-6
     if y.shape != expected.shape or float((y - expected).abs().max()) > 1e-3 * scale + 1e-5:
         raise ModelError("internal error: the pruned model disagrees with the masked unpruned model")
+
+
+def graph_macs(graph: DependencyGraph) -> int:
+    """MACs of one sample of the graph's network as analysed (before `apply`): counted on the
+    analysis forward, else (nn.MultiheadAttention) measured once."""
+    if graph.macs is None:
+        graph.macs = measure(graph.module, graph.input_shape)[0]
+    return graph.macs
 
 
 def prune_once(
@@ -133,7 +122,8 @@ def remove_units(
     Verification runs one sample through the pruned network (it must run and keep the output shape)
     and, where no removed channel is normalised together with kept ones, through the unpruned network
     with the removed channels' consumers zeroed (`masked_params`), which it must match exactly.
-    `count_macs` also fills the MACs before and after, counted on those same forwards where they run.
+    `count_macs` also fills the MACs before (`graph_macs`) and after (counted on the verification
+    forward where there is one).
     `refit(masked, unpruned)`, when given, changes the masked copy (`masked_reference`) towards the
     unpruned network before the removal; its result is returned in the report.
     """
@@ -142,18 +132,17 @@ def remove_units(
     removed = int((~keep).sum())
     exact = verify and removed > 0 and not bool((graph.class_normed & ~keep).any())
     x = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0))
-    refit_info, expected, macs_before = None, None, None
+    macs_before = graph_macs(graph) if count_macs else None
+    refit_info, expected = None, None
     if refit is not None and removed:
         reference = masked_reference(module, graph, keep)
         refit_info = refit(reference, module)  # reads the unpruned module, changes only the masked copy
         with torch.no_grad():
             module.load_state_dict(reference.state_dict())
         if exact:
-            expected, macs_before = _forward(module, x, count=count_macs)  # the masked weights are loaded
+            expected, _ = _forward(module, x)  # the masked (re-fitted) weights are loaded
     elif exact:
-        expected, macs_before = _forward(module, x, params=masked_params(module, graph, keep), count=count_macs)
-    if count_macs and macs_before is None:
-        macs_before = measure(module, input_shape)[0]
+        expected, _ = _forward(module, x, params=masked_params(module, graph, keep))
     graph.apply(keep)
     verified, macs_after = "skipped", None
     if verify:

@@ -220,3 +220,25 @@ def test_macs_counted_on_the_verification_forwards_equal_the_flop_counter(net, v
     info = remove_units(graph, _half(graph), np.zeros(graph.num_classes), SHAPE, verify=verify, count_macs=True)
     assert info.verified == verdict
     assert info.macs_before == dense_macs and info.macs_after == count_macs(work, SHAPE) < dense_macs
+
+
+class ParamProduct(torch.nn.Module):
+    """A product of two parameters, computed once per forward whatever the batch size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.a, self.b = torch.nn.Parameter(torch.randn(8, 6)), torch.nn.Parameter(torch.randn(6, 8))
+        self.fc = torch.nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)) @ (self.a @ self.b))
+
+
+@pytest.mark.parametrize("net", [Residual, Depthwise, Shuffle, ParamProduct])
+def test_analysis_counts_the_macs_of_one_sample(net):
+    """The analysis runs two samples; ops on the batch count once per sample, ops on parameters once."""
+    from compress.analysis import count_macs
+
+    module = net().eval()
+    assert analyze(module, SHAPE).macs == count_macs(module, SHAPE) > 0
