@@ -86,6 +86,10 @@ def latency_table(result: dict[str, Any], title: str):
     ):
         v = lat[k]
         t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    # GPU backends: `latency` is device compute; the host's wait per call and the call with copies beside it
+    for key, label in (("latency_host", "host"), ("latency_end_to_end", "end-to-end (copies)")):
+        if key in result:
+            t.add_row(f"{label} p50_ms", f"{result[key]['p50_ms']:.4f}")
     for k, v in (result.get("metrics") or {}).items():
         t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
     fidelity = result.get("fidelity") or {}

@@ -69,6 +69,7 @@ def test_bench_on_torch_cuda_reports_gpu_and_host_latency(checkpoint):
     res = bench(checkpoint, cfg, data=data)
     assert res["runtime"]["timer"] == "cuda_event" and res["latency"]["n"] == 5
     assert res["latency_host"]["n"] == 5 and "accuracy" in res["metrics"]
+    assert res["latency_end_to_end"]["n"] >= 5  # host arrays in and out, wall-clock timed
 
 
 def test_semi_structured_linear_on_cuda():

@@ -67,6 +67,24 @@ def test_bench_takes_its_timer_from_the_session(onnx_file, monkeypatch):
     assert result["latency"]["p50_ms"] == pytest.approx(2.0) and result["latency"]["n"] == 5
     assert result["latency_host"]["p50_ms"] == pytest.approx(3.0)  # GPU compute and host latency apart
     assert result["runtime"]["timer"] == "fake" and result["runtime"]["backend"] == "onnxruntime"
+    # beside the device clock, the call as an application makes it (host arrays in and out), wall-clock timed
+    assert result["latency_end_to_end"]["n"] == 5 and result["latency_end_to_end"]["p50_ms"] != pytest.approx(2.0)
+    from rich.console import Console
+
+    from compress.report.render import latency_table
+
+    console = Console(record=True, width=120)
+    console.print(latency_table(result, "t"))
+    text = console.export_text()
+    assert "host p50_ms" in text and "3.0000" in text and "end-to-end (copies) p50_ms" in text
+
+
+def test_a_wall_clock_backend_has_no_separate_end_to_end_figure(onnx_file):
+    from compress.bench import BenchConfig, LatencyConfig, bench
+
+    cfg = BenchConfig(latency=LatencyConfig(warmup_iters=1, warmup_s=0, min_iters=3, min_time_s=0))
+    result = bench(onnx_file, cfg)
+    assert "latency_end_to_end" not in result and "latency_host" not in result  # its one clock is the host's
 
 
 def test_onnxruntime_run_all_names_every_output(onnx_file):
