@@ -289,8 +289,11 @@ def resolve_profiles(path: Path, shapes: str | None) -> list[ShapeProfile]:
     return profiles
 
 
-def convert_fp16(src: Path, dst: Path) -> Path:
-    """The ONNX graph in fp16 with float inputs and outputs (Polygraphy's conversion, onnxconverter-common)."""
+def convert_fp16(src: Path, dst: Path, notes: list[str] | None = None) -> Path:
+    """The ONNX graph in fp16 with float inputs and outputs (Polygraphy's conversion, onnxconverter-common).
+
+    QuantizeLinear/DequantizeLinear take fp16 scales from opset 19 on, so a Q/DQ graph of a lower opset
+    (compress's INT8 graphs are opset 17) is first raised to opset 19 by ONNX's own version converter."""
     import onnx
 
     _, pg_onnx = require_polygraphy()
@@ -298,6 +301,7 @@ def convert_fp16(src: Path, dst: Path) -> Path:
         import onnxconverter_common  # noqa: F401  (what Polygraphy's ConvertToFp16 calls)
     except ImportError:
         raise MissingDependencyError(f"fp16 conversion needs onnxconverter-common; {EXTRA}") from None
+    source = src
     if _has_qdq(src):
         opset = next(
             (
@@ -307,16 +311,34 @@ def convert_fp16(src: Path, dst: Path) -> Path:
             ),
             0,
         )
-        if opset < 19:  # QuantizeLinear/DequantizeLinear take fp16 scales from opset 19 on
-            raise BackendError(
-                f"{src.name}: fp16 conversion of a Q/DQ graph needs opset >= 19 (fp16 scales), this one is opset "
-                f"{opset}; build it with --precision auto (INT8 layers from its Q/DQ, the rest fp32) or re-export "
-                "at opset 19"
-            )
+        if opset < 19:
+            source = dst.with_name(dst.stem + ".opset19.onnx")
+            _raise_opset(src, source, opset)
+            if notes is not None:
+                notes.append(f"Q/DQ graph raised from opset {opset} to 19 (onnx.version_converter) for fp16 scales")
     with quiet_polygraphy():
-        model = pg_onnx.ConvertToFp16(pg_onnx.OnnxFromPath(str(src)))()
+        model = pg_onnx.ConvertToFp16(pg_onnx.OnnxFromPath(str(source)))()
     onnx.save(model, str(dst))
+    if source != src:
+        source.unlink()
     return dst
+
+
+def _raise_opset(src: Path, dst: Path, opset: int) -> None:
+    import onnx
+    from onnx import version_converter
+
+    try:
+        model = version_converter.convert_version(onnx.load(str(src)), 19)
+        onnx.checker.check_model(model)
+    except Exception as e:  # the converter has no adapter for some op, or its result does not check
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise BackendError(
+            f"{src.name}: fp16 conversion of a Q/DQ graph needs opset >= 19 (fp16 scales); this one is opset {opset} "
+            f"and ONNX's version converter could not raise it ({reason}); build it with --precision auto (INT8 "
+            "layers from its Q/DQ, the rest fp32) or re-export at opset 19"
+        ) from None
+    onnx.save(model, str(dst))
 
 
 class quiet_polygraphy:
@@ -350,7 +372,7 @@ def plan_build(path: str | Path, config: TensorRTBuildConfig, *, work_dir: str |
     profiles = resolve_profiles(path, config.shapes)
     onnx_path, notes = path, []
     if config.precision == "fp16":
-        onnx_path = convert_fp16(path, Path(work_dir) / "model.fp16.onnx")
+        onnx_path = convert_fp16(path, Path(work_dir) / "model.fp16.onnx", notes)
         notes.append("graph converted to fp16 (float I/O kept) before parsing")
     if _has_qdq(path):
         notes.append("INT8 from the model's QuantizeLinear/DequantizeLinear (strongly typed)")

@@ -154,18 +154,38 @@ def test_fp16_conversion_keeps_float_io_and_matches_in_onnxruntime(tmp_path):
     assert not np.array_equal(y16, y32)  # really computed in half precision
 
 
-def test_fp16_of_a_qdq_graph_needs_opset_19(tmp_path):
+def test_fp16_of_a_qdq_graph_raises_it_to_opset_19(tmp_path, monkeypatch):
+    """Q/DQ take fp16 scales from opset 19 on; compress's INT8 graphs are opset 17, so INT8 + fp16 (the usual
+    TensorRT deployment) needs the graph raised first, by ONNX's version converter."""
+    import onnx
     import onnxruntime as ort
 
     from compress.backends.tensorrt import TensorRTBuildConfig, plan_build
 
     cfg = TensorRTBuildConfig(precision="fp16", shapes="1x3x8x8:2x3x8x8:4x3x8x8")
-    with pytest.raises(BackendError, match="opset >= 19"):
-        plan_build(small_onnx(tmp_path / "q18.onnx", qdq=True), cfg, work_dir=tmp_path)
-    plan = plan_build(small_onnx(tmp_path / "q19.onnx", qdq=True, opset=19), cfg, work_dir=tmp_path)
-    assert any("QuantizeLinear" in n for n in plan.notes)
     x = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
-    assert ort.InferenceSession(str(plan.onnx)).run(None, {"input": x})[0].shape == (2, 5)
+    for opset in (17, 19):
+        src = small_onnx(tmp_path / f"q{opset}.onnx", qdq=True, opset=opset)
+        work = tmp_path / f"w{opset}"
+        work.mkdir()
+        plan = plan_build(src, cfg, work_dir=work)
+        assert any("QuantizeLinear" in n for n in plan.notes)
+        assert any("opset 17 to 19" in n for n in plan.notes) is (opset == 17)
+        half = onnx.load(str(plan.onnx))
+        assert next(o.version for o in half.opset_import if o.domain in ("", "ai.onnx")) == 19
+        assert onnx.TensorProto.FLOAT16 in {i.data_type for i in half.graph.initializer}
+        assert sorted(f.name for f in work.iterdir()) == ["model.fp16.onnx"]  # the opset-19 copy is not kept
+        y16 = ort.InferenceSession(str(plan.onnx)).run(None, {"input": x})[0]
+        y32 = ort.InferenceSession(str(src)).run(None, {"input": x})[0]
+        assert y16.shape == (2, 5) and y16.dtype == np.float32
+        np.testing.assert_allclose(y16, y32, atol=5e-2, rtol=5e-2)
+
+    def no_adapter(model, version):
+        raise RuntimeError("No Adapter For QuantizeLinear")
+
+    monkeypatch.setattr("onnx.version_converter.convert_version", no_adapter)
+    with pytest.raises(BackendError, match=r"opset >= 19.*could not raise it \(No Adapter For QuantizeLinear\)"):
+        plan_build(small_onnx(tmp_path / "q18.onnx", qdq=True), cfg, work_dir=tmp_path)
 
 
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT is installed here")
