@@ -106,6 +106,37 @@ class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return qualname in self.leaves or super().is_leaf_module(m, qualname)
 
+    def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+        self._params: dict[int, str] = {}
+        self._buffers: dict[int, str] = {}
+        if isinstance(root, nn.Module):
+            for n, t in root.named_parameters():
+                self._params.setdefault(id(t), n)
+            for n, t in root.named_buffers():
+                self._buffers.setdefault(id(t), n)
+        return super().trace(root, concrete_args)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        """fx's own lookup scans every parameter of the root on each access (quadratic in the layers
+        that read their weights in forward, e.g. timm's BatchNormAct2d): the same names, by identity."""
+        if isinstance(attr_val, torch.Tensor) and not self.param_shapes_constant:
+            name = self._params.get(id(attr_val)) if isinstance(attr_val, nn.Parameter) else None
+            if name is None and self.proxy_buffer_attributes:
+                name = self._buffers.get(id(attr_val))
+            if name is not None:
+                if name not in parameter_proxy_cache:
+                    parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {})
+                return parameter_proxy_cache[name]
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def create_arg(self, a: Any) -> Any:
+        """A parameter or buffer passed to an op as a tensor: found by identity (fx scans them all)."""
+        if isinstance(a, torch.Tensor) and not isinstance(a, fx.Proxy):
+            name = self._params.get(id(a)) if isinstance(a, nn.Parameter) else self._buffers.get(id(a))
+            if name is not None:
+                return self.create_node("get_attr", name, (), {})
+        return super().create_arg(a)
+
 
 def optional_args(module: nn.Module) -> dict[str, Any]:
     """Forward arguments after the first that have defaults (`attn_mask=None`), bound when tracing."""
@@ -421,6 +452,15 @@ class DependencyGraph:
             self.atoms.fix(atoms, reason)
         self.atoms.union_many(atoms)
 
+    def tie_rows(self, rows: np.ndarray, reason: str) -> None:
+        """`tie` each row of the 2-D `rows` (the blocks of a grouped conv / GroupNorm), at once."""
+        if (rows < 0).any():
+            for row in rows:
+                self.tie(row, reason)
+            return
+        for a, b in zip(np.repeat(rows[:, 0], rows.shape[1] - 1).tolist(), rows[:, 1:].ravel().tolist(), strict=True):
+            self.atoms.union(a, b)
+
     def has_tensor(self, node: fx.Node) -> bool:
         return is_tensor_meta(node)
 
@@ -502,8 +542,9 @@ class DependencyGraph:
         uniq, inverse = np.unique(roots, return_inverse=True)
         self.atom_class = inverse.astype(np.int64)  # atom -> class index
         self.num_classes = len(uniq)
-        self.class_fixed = np.array([int(r) in at.fixed for r in uniq], dtype=bool)
-        self.class_reason = [at.fixed.get(int(r), []) for r in uniq]
+        roots_of_classes = uniq.tolist()
+        self.class_fixed = np.array([r in at.fixed for r in roots_of_classes], dtype=bool)
+        self.class_reason = [at.fixed.get(r, ()) for r in roots_of_classes]  # no list per free class
         self.class_normed = np.zeros(self.num_classes, dtype=bool)
         for atoms in self.normed:
             self.class_normed[self.atom_class[atoms[atoms >= 0]]] = True
@@ -547,7 +588,8 @@ class DependencyGraph:
         self.groups = []
         producer_modules = {s.module for s in self.slots if s.role == "out"}
         for gi, (r, classes) in enumerate(sorted(by_root.items())):
-            members = sorted(spaces_of.get(r, set()), key=lambda m: order.get(m, 10**9))
+            # module order, then (parameters used directly) the order the analysis met them
+            members = sorted(spaces_of.get(r, set()), key=lambda m: (order.get(m, 10**9), space_index[m]))
             classes = sorted(classes)
             for c in classes:
                 self.class_group[c] = gi

@@ -56,12 +56,8 @@ def conv(g, node, x: L, weight: tuple[str, str], bias: tuple[str, str] | None, w
         in_slot = g.slot(owner, weight[1], 1, in_atoms, "in")
         g.add_layer(owner, out_slot, in_slot, 0, factor, positions)
     else:
-        go = cout // groups
-        for k in range(groups):
-            g.tie(
-                np.concatenate([in_atoms[k * gin : (k + 1) * gin], out_atoms[k * go : (k + 1) * go]]),
-                f"{owner}: grouped conv fed by fixed channels",
-            )
+        blocks = np.concatenate([in_atoms.reshape(groups, gin), out_atoms.reshape(groups, cout // groups)], axis=1)
+        g.tie_rows(blocks, f"{owner}: grouped conv fed by fixed channels")
         g.add_layer(owner, out_slot, None, gin, factor, positions)
     return channel_labels(out_shape, 1, out_atoms, x.batched)
 
@@ -190,8 +186,9 @@ def group_norm(g, node, x: L, num_groups: int, weight, bias) -> L:
     if num_groups == 1:  # statistics over every channel (timm GroupNorm1): like LayerNorm, per channel
         g.normed.append(atoms)
     else:  # whole groups are removed, so the statistics of the others do not change
-        for k in range(num_groups):
-            g.tie(atoms[k * per : (k + 1) * per], f"{node.name}: GroupNorm group with fixed channels")
+        g.tie_rows(
+            atoms[: per * num_groups].reshape(num_groups, per), f"{node.name}: GroupNorm group with fixed channels"
+        )
     _norm_params(g, node, atoms, [(weight, "norm"), (bias, "norm")])
     return x
 
