@@ -70,6 +70,7 @@ def _row(name: str, path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         "int8_ops": m.get("int8_ops"),  # what ONNX Runtime really ran as integer kernels ("49/49")
         "int8_speed": m.get("speed_verdict"),  # the quantize step's own float vs INT8 check
         "int8_summary": m.get("int8_summary"),
+        "deploy_note": m.get("deploy_note"),  # e.g. codebook / bit-wise: a size format that runs float kernels
         "sparsity": m.get("sparsity"),
         "latency": {
             k: lat.get(k)
@@ -140,7 +141,7 @@ def build_report(
         "environment": environment(),
         "variants": rows,
         "pareto": pareto_front(rows),
-        "notes": int8_notes(rows),
+        "notes": variant_notes(rows),
         **({"backends": labels} if labels else {}),
     }
     refs = {r["fidelity"].get("reference") for r in rows if r.get("fidelity") and "skipped" not in r["fidelity"]}
@@ -194,13 +195,17 @@ def fmt_bench(row: dict[str, Any], label: str, key: str) -> str:
     return _x(v) if key == "speedup" else _f(v)
 
 
-def int8_notes(rows: list[dict[str, Any]]) -> list[str]:
-    """One line per quantized variant whose own speed check did not find it faster than its float model."""
-    return [
-        f"{r['name']}: {r['int8_summary']}"
-        for r in rows
-        if r.get("int8_speed") not in (None, "faster") and r.get("int8_summary")
-    ]
+def variant_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """What a reader of the table must know to read a variant's speed: one line per quantized variant whose
+    own speed check did not find it faster than its float model, and per variant whose format is
+    about size, not speed (codebooks, bit-wise weights expanded to float on every call)."""
+    notes = []
+    for r in rows:
+        if r.get("int8_speed") not in (None, "faster") and r.get("int8_summary"):
+            notes.append(f"{r['name']}: {r['int8_summary']}")
+        if r.get("deploy_note"):
+            notes.append(f"{r['name']}: {r['deploy_note']}")
+    return notes
 
 
 def pareto_front(rows: list[dict[str, Any]]) -> list[str]:

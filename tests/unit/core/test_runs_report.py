@@ -109,5 +109,11 @@ def test_report_speedup_delta_and_files(tmp_path):
         md = (tmp_path / f"rep-{verdict}" / "report.md").read_text()
         assert rep["notes"] == ([f"small: INT8: 37/49 ...; {verdict} summary"] if noted else [])
         assert (f"- small: INT8: 37/49 ...; {verdict} summary" in md) is noted
+    # a size format (codebooks, bit-wise) says under the table why it is not faster
+    manifest["metrics"].update(speed_verdict=None, deploy_note="a size format: weights expanded to float")
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    rep = build_report([a, b], tmp_path / "rep-size", baseline="big")
+    assert rep["notes"] == ["small: a size format: weights expanded to float"]
+    assert "- small: a size format: weights expanded to float" in (tmp_path / "rep-size" / "report.md").read_text()
     with pytest.raises(RunDirError, match="baseline 'nope'"):
         build_report([a], tmp_path / "rep2", baseline="nope")
