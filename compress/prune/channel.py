@@ -22,8 +22,8 @@ from compress.models.model import Model
 from compress.prune.attention import convert_attention
 from compress.prune.common import (
     finetune,
-    graph_macs,
     input_shape_for,
+    measure,
     prune_once,
     teacher_for,
     train_config,
@@ -140,7 +140,7 @@ def prune_channels(model: Model, config: ChannelConfig, ctx: Context | None = No
         config = dataclasses.replace(config, ratio=ratio, target_latency=None, iterative_steps=1)
     target = config.target_macs if config.target_macs is not None else config.target_params
     kind = "macs" if config.target_macs is not None else "params"
-    dense_macs, dense_params = None, count_params(out.module)  # MACs: counted by the first analysis
+    dense_macs, dense_params = None, count_params(out.module)  # MACs: counted by the first removal
     steps = []
     cur_macs, cur_params = dense_macs, dense_params
     for step in range(1, config.iterative_steps + 1):
@@ -166,7 +166,7 @@ def prune_channels(model: Model, config: ChannelConfig, ctx: Context | None = No
                 target_kind=kind,
                 allocation=config.allocation,
                 round_to=config.round_to,
-                dense_macs=graph_macs(graph) if _t is not None else 0,
+                dense_macs=measure(graph.module, shape)[0] if _t is not None and kind == "macs" else 0,
                 dense_params=_p,
                 max_group_ratio=config.max_group_ratio,
             )

@@ -14,7 +14,7 @@ from torch import nn
 
 from compress.config import from_dict
 from compress.errors import ModelError, RecipeError
-from compress.prune.graph import DependencyGraph, MacCounter, analyze, masked_params, masked_reference
+from compress.prune.graph import DependencyGraph, analyze, masked_params, masked_reference
 from compress.train.loop import TrainConfig, train
 
 
@@ -40,6 +40,29 @@ def measure(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
     finally:
         module.train(was)
     return counter.macs(1), int(count_params(module))
+
+
+class MacCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    """Sum of torch.utils.flop_counter's formulas over the aten ops run under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torch.utils.flop_counter import flop_registry
+
+        self.registry = flop_registry
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = self.registry.get(func._overloadpacket)
+        if formula is not None:
+            self.flops += formula(*args, **kwargs, out_val=out)
+        return out
+
+    def macs(self, batch: int) -> int:
+        """Multiply-accumulates of one sample of a forward pass on `batch` samples."""
+        return int(self.flops // 2 // batch)
 
 
 @dataclass
@@ -81,14 +104,6 @@ def _check_equal(y: torch.Tensor, expected: torch.Tensor) -> None:
         raise ModelError("internal error: the pruned model disagrees with the masked unpruned model")
 
 
-def graph_macs(graph: DependencyGraph) -> int:
-    """MACs of one sample of the graph's network as analysed (before `apply`): counted on the
-    analysis forward, else (nn.MultiheadAttention) measured once."""
-    if graph.macs is None:
-        graph.macs = measure(graph.module, graph.input_shape)[0]
-    return graph.macs
-
-
 def prune_once(
     module: nn.Module,
     input_shape: tuple[int, ...],
@@ -122,8 +137,7 @@ def remove_units(
     Verification runs one sample through the pruned network (it must run and keep the output shape)
     and, where no removed channel is normalised together with kept ones, through the unpruned network
     with the removed channels' consumers zeroed (`masked_params`), which it must match exactly.
-    `count_macs` also fills the MACs before (`graph_macs`) and after (counted on the verification
-    forward where there is one).
+    `count_macs` also fills the MACs before and after, counted on those forwards where they run.
     `refit(masked, unpruned)`, when given, changes the masked copy (`masked_reference`) towards the
     unpruned network before the removal; its result is returned in the report.
     """
@@ -132,17 +146,18 @@ def remove_units(
     removed = int((~keep).sum())
     exact = verify and removed > 0 and not bool((graph.class_normed & ~keep).any())
     x = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0))
-    macs_before = graph_macs(graph) if count_macs else None
-    refit_info, expected = None, None
+    refit_info, expected, macs_before = None, None, None
     if refit is not None and removed:
         reference = masked_reference(module, graph, keep)
         refit_info = refit(reference, module)  # reads the unpruned module, changes only the masked copy
         with torch.no_grad():
             module.load_state_dict(reference.state_dict())
-        if exact:
-            expected, _ = _forward(module, x)  # the masked (re-fitted) weights are loaded
-    elif exact:
-        expected, _ = _forward(module, x, params=masked_params(module, graph, keep))
+        if exact:  # the masked (re-fitted) weights are loaded
+            expected, macs_before = _forward(module, x, count=count_macs)
+    elif exact:  # masking changes no shape: the MACs of the unpruned network
+        expected, macs_before = _forward(module, x, params=masked_params(module, graph, keep), count=count_macs)
+    if count_macs and macs_before is None:
+        macs_before = measure(module, input_shape)[0]
     graph.apply(keep)
     verified, macs_after = "skipped", None
     if verify:

@@ -30,7 +30,6 @@ this grouping; the label-propagation formulation here is our own.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import inspect
 import re
@@ -39,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.utils._python_dispatch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
@@ -190,55 +188,15 @@ def _untraceable(module: nn.Module, prefix: str, leaves: set[str]) -> str | None
     return prefix
 
 
-class MacCounter(torch.utils._python_dispatch.TorchDispatchMode):
-    """Sum of torch.utils.flop_counter's formulas over the aten ops run under it.
+class _OnDevice(nn.Module):
+    """Shape propagation over `gm` as a module, so `functional_call` can swap in meta tensors."""
 
-    `batched` says whether the ops now running compute on the batch (their cost grows with it) or
-    only on parameters and constants (computed once per forward, e.g. a relative-position MLP).
-    """
-
-    def __init__(self) -> None:
+    def __init__(self, gm: fx.GraphModule) -> None:
         super().__init__()
-        from torch.utils.flop_counter import flop_registry
+        self.gm = gm
 
-        self.registry = flop_registry
-        self.flops = 0  # of ops on the batch
-        self.shared_flops = 0  # of ops on parameters and constants only
-        self.batched = True
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        formula = self.registry.get(func._overloadpacket)
-        if formula is not None:
-            flops = formula(*args, **kwargs, out_val=out)
-            if self.batched:
-                self.flops += flops
-            else:
-                self.shared_flops += flops
-        return out
-
-    def macs(self, batch: int) -> int:
-        """Multiply-accumulates of one sample of a forward pass on `batch` samples."""
-        return int((self.flops // batch + self.shared_flops) // 2)
-
-
-class _CountingShapeProp(ShapeProp):
-    """Shape propagation that tells `counter` which nodes compute on the input batch (a node does if
-    one of its inputs does), so that the MACs of one sample come out of the analysis forward itself."""
-
-    def __init__(self, gm: fx.GraphModule, input_node: fx.Node, counter: MacCounter | None) -> None:
-        super().__init__(gm)
-        self.counter = counter
-        self.on_batch = {input_node}
-
-    def run_node(self, n: fx.Node) -> Any:
-        if self.counter is not None:
-            batched = n in self.on_batch or any(a in self.on_batch for a in n.all_input_nodes)
-            if batched:
-                self.on_batch.add(n)
-            self.counter.batched = batched
-        return super().run_node(n)
+    def forward(self, x: torch.Tensor) -> Any:
+        return ShapeProp(self.gm).propagate(x)
 
 
 # ------------------------------------------------------------------------------------------ analysis
@@ -251,8 +209,6 @@ class DependencyGraph:
         layers: conv / linear calls for MAC estimates.
         groups: coupled producer layers with their prunable classes.
         opaque: submodules that could not be traced (left whole).
-        macs: multiply-accumulates of one sample, counted on the analysis forward (None where the
-            counter cannot see them: nn.MultiheadAttention).
     """
 
     def __init__(self, module: nn.Module, input_shape: tuple[int, ...], *, ignore: list[str] | None = None):
@@ -283,23 +239,11 @@ class DependencyGraph:
         gm, self.opaque = trace(self.module)
         self.bound_args = set(optional_args(self.module))
         self.gm = gm
-        example = torch.randn(2, *self.input_shape)
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder" and _real_input(n, self.bound_args)]
         self._input = placeholders[0] if placeholders else None
         if len(placeholders) != 1:
             raise ModelError(f"structured pruning supports single-input models; this one takes {len(placeholders)}")
-        # nn.MultiheadAttention's fused no-grad kernel is invisible to the counter (see common.measure)
-        visible = not any(isinstance(m, nn.MultiheadAttention) for m in self.module.modules())
-        counter = MacCounter() if visible else None
-        with torch.no_grad():  # one real forward: faster than fake tensors (5-10x on timm nets)
-            try:
-                with counter if counter is not None else contextlib.nullcontext():
-                    _CountingShapeProp(gm, self._input, counter).propagate(example)
-            except Exception as e:  # noqa: BLE001 - a model that does not run on its input shape
-                raise ModelError(
-                    f"the model does not run on input shape {self.input_shape}: {str(e).splitlines()[0][:200]}"
-                ) from None
-        self.macs = counter.macs(example.shape[0]) if counter is not None else None
+        self._propagate(gm, (2, *self.input_shape))
         self.modules = dict(self.module.named_modules())
         out_node = next(n for n in gm.graph.nodes if n.op == "output")
         meta = out_node.args[0].meta.get("tensor_meta") if isinstance(out_node.args[0], fx.Node) else None
@@ -319,6 +263,29 @@ class DependencyGraph:
                     hit = True
             if not hit:
                 self.notes.append(f"ignore pattern '{pattern}' matched no prunable layer")
+
+    def _propagate(self, gm: fx.GraphModule, shape: tuple[int, ...]) -> None:
+        """Record every node's output shape.
+
+        On the meta device first: only shapes are computed, no kernel runs, so the cost does not grow
+        with the network's width or the input size, nor suffer from other processes holding the
+        cores. A model that computes on values (`.item()`, data-dependent shapes, a constant tensor
+        it made itself) fails there and gets one real forward instead.
+        """
+        prop = _OnDevice(gm)
+        with torch.no_grad():
+            try:
+                tensors = {n: t.to("meta") for n, t in (*prop.named_parameters(), *prop.named_buffers())}
+                torch.func.functional_call(prop, tensors, (torch.empty(shape, device="meta"),))
+                return
+            except Exception:  # noqa: BLE001 - it computes on values: run it for real
+                pass
+            try:
+                prop(torch.randn(shape))
+            except Exception as e:  # noqa: BLE001 - a model that does not run on its input shape
+                raise ModelError(
+                    f"the model does not run on input shape {self.input_shape}: {str(e).splitlines()[0][:200]}"
+                ) from None
 
     def _blank(self, node: fx.Node) -> Any:
         return blank_from_meta(node.meta.get("tensor_meta"))

@@ -222,23 +222,23 @@ def test_macs_counted_on_the_verification_forwards_equal_the_flop_counter(net, v
     assert info.macs_before == dense_macs and info.macs_after == count_macs(work, SHAPE) < dense_macs
 
 
-class ParamProduct(torch.nn.Module):
-    """A product of two parameters, computed once per forward whatever the batch size."""
+@pytest.mark.parametrize("net, devices", [(Residual, ["meta"]), (Attention, ["meta"]), (Untraceable, ["meta", "cpu"])])
+def test_shapes_propagate_on_meta_tensors_and_for_real_where_the_model_reads_values(net, devices, monkeypatch):
+    from torch.fx.passes.shape_prop import ShapeProp
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.a, self.b = torch.nn.Parameter(torch.randn(8, 6)), torch.nn.Parameter(torch.randn(6, 8))
-        self.fc = torch.nn.Linear(8, 5)
+    from compress.prune import graph as graph_module
 
-    def forward(self, x):
-        return self.fc(self.conv(x).mean((2, 3)) @ (self.a @ self.b))
-
-
-@pytest.mark.parametrize("net", [Residual, Depthwise, Shuffle, ParamProduct])
-def test_analysis_counts_the_macs_of_one_sample(net):
-    """The analysis runs two samples; ops on the batch count once per sample, ops on parameters once."""
-    from compress.analysis import count_macs
-
-    module = net().eval()
-    assert analyze(module, SHAPE).macs == count_macs(module, SHAPE) > 0
+    seen = []
+    forward = graph_module._OnDevice.forward
+    monkeypatch.setattr(
+        graph_module._OnDevice, "forward", lambda self, x: seen.append(x.device.type) or forward(self, x)
+    )
+    graph = analyze(net().eval(), SHAPE)
+    assert seen == devices  # Untraceable's gate branches on a value: no meta run
+    gm = graph.gm
+    meta = {n: n.meta.get("tensor_meta") for n in gm.graph.nodes}
+    with torch.no_grad():
+        ShapeProp(gm).propagate(torch.randn(2, *SHAPE))
+    real = {n: n.meta.get("tensor_meta") for n in gm.graph.nodes}
+    assert all(getattr(meta[n], "shape", None) == getattr(real[n], "shape", None) for n in real)
+    assert any(hasattr(m, "shape") for m in meta.values())
