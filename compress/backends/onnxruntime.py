@@ -158,6 +158,7 @@ INT8_RULES = {
         "activations_to_uint8",
         "absorb_activations",
         "dequantize_after_shape_ops",
+        "share_pool_grid",
         "quantize_biases",
         "quantize_outputs",
         "integer_activations",

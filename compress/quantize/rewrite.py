@@ -12,6 +12,9 @@ them a target needs is decided by that target's rules (`compress.quantize.target
   feeds its QuantizeLinear directly.
 - `to_signed_int8`: symmetric uint8 pairs become signed int8 (TensorRT accepts only int8).
 - `fold_weight_quantizers`: `float weight -> QuantizeLinear` becomes the integer weight it computes.
+- `share_pool_grid`: the QuantizeLinear after a MaxPool takes the grid of the DequantizeLinear before it
+  (a max of grid values is a grid value: requantizing on the same grid is exact), so ONNX Runtime drops
+  the pair and pools the integers instead of dequantizing, pooling in float and quantizing again.
 - `integer_activations`: HardSwish / SiLU between quantized tensors as QLinearAdd or QLinearSigmoid
   plus QLinearMul (ORT has no integer HardSwish or SiLU).
 """
@@ -277,6 +280,7 @@ def apply_rewrites(path: Path, names: tuple[str, ...], calib: list[Any] | None =
         "dequantize_after_shape_ops": dequantize_after_shape_ops,
         "quantize_biases": quantize_biases,
         "integer_activations": integer_activations,
+        "share_pool_grid": share_pool_grid,
     }
     unknown = [n for n in names if n not in fns and n != "quantize_outputs"]
     if unknown:
@@ -523,6 +527,55 @@ def dequantize_after_shape_ops(model: Any) -> int:
     return count
 
 
+GRID_PRESERVING_OPS = ("MaxPool",)
+
+
+def share_pool_grid(model: Any) -> int:
+    """`DQ(s1) -> MaxPool -> Q(s2) -> DQ(s2)` becomes the same with s1 for s2 (per-tensor scales and zero-points).
+
+    ORT drops a DQ/Q pair around MaxPool (and runs it on uint8) only when both carry one scale and
+    zero-point; NNCF calibrates the two separately. The max of values on the grid of s1 is on that grid,
+    so quantizing it with s1 again is exact: the model computes what it did without the second rounding.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    constants_to_initializers(graph)
+    inits = {t.name: t for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = _consumers(graph)
+
+    def per_tensor(node: Any) -> bool:
+        return len(node.input) >= 3 and all(
+            name in inits and numpy_helper.to_array(inits[name]).size == 1 for name in node.input[1:3]
+        )
+
+    count = 0
+    for node in graph.node:
+        if node.op_type not in GRID_PRESERVING_OPS or len(node.output) != 1:
+            continue
+        dq = producer.get(node.input[0])
+        after = consumers.get(node.output[0], [])
+        if dq is None or dq.op_type != "DequantizeLinear" or len(after) != 1 or after[0].op_type != "QuantizeLinear":
+            continue
+        q = after[0]
+        readers = consumers.get(q.output[0], [])
+        if not readers or any(r.op_type != "DequantizeLinear" for r in readers):
+            continue
+        if not per_tensor(dq) or not all(per_tensor(n) for n in (q, *readers)):
+            continue
+        if inits[dq.input[2]].data_type != inits[q.input[2]].data_type:
+            continue
+        if list(q.input[1:3]) == list(dq.input[1:3]):
+            continue
+        for n in (q, *readers):
+            n.input[1], n.input[2] = dq.input[1], dq.input[2]
+        count += 1
+    if count:
+        _drop_unused(graph)
+    return count
+
+
 def quantize_biases(model: Any) -> int:
     """A float bias of a quantized Conv/Gemm becomes int32 with scale input_scale * weight_scale, behind a DQ.
 
@@ -678,5 +731,5 @@ def integer_activations(model: Any) -> int:
     if count:
         graph.node.extend(new_nodes)
         _settle(graph)
-        _drop_unused(graph)
+    _drop_unused(graph)  # the shared constants above, when nothing used them
     return count

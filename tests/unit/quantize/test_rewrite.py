@@ -270,3 +270,39 @@ def test_observed_ranges_are_the_mean_of_each_samples_extremes_whatever_the_batc
         got = tensor_ranges(path, ["t"], batches)["t"]
         np.testing.assert_allclose(got, (lo, hi), rtol=1e-5)
     assert hi < 0.5 * 2 * samples.max()  # not the extremes over the whole set
+
+
+def _pool_block():
+    """Conv -> uint8 Q/DQ -> MaxPool -> Q/DQ on a grid of its own -> Conv, NNCF's layout around a pool."""
+    nodes, inits = [], []
+    _qdq("input", "x", 0.05, np.uint8(128), nodes, inits)
+    _conv("x", "c1", 4, 8, nodes, inits)
+    _qdq("c1", "a1", 0.04, np.uint8(128), nodes, inits)
+    nodes.append(helper.make_node("MaxPool", ["a1"], ["p"], kernel_shape=[2, 2], strides=[2, 2]))
+    _qdq("p", "a2", 0.035, np.uint8(120), nodes, inits)
+    _conv("a2", "c2", 8, 8, nodes, inits)
+    _qdq("c2", "out", 0.05, np.uint8(128), nodes, inits)
+    return _model(nodes, inits, "out")
+
+
+def test_pool_requantized_on_its_input_grid_is_exact_and_runs_on_integers(tmp_path):
+    from compress.quantize.rewrite import share_pool_grid
+
+    before = _save(_pool_block(), tmp_path / "before.onnx")
+    plain = onnx.load(str(before))  # the same weights, the pool's output not rounded a second time
+    for node in plain.graph.node:
+        if node.op_type == "Conv" and node.input[0] == "a2":
+            node.input[0] = "p"
+    reference = _save(plain, tmp_path / "reference.onnx")
+    conversions = sum(runtime_report(before, runs=1)["conversion_ops"].values())  # DQ -> float MaxPool -> Q
+    model = onnx.load(str(before))
+    assert share_pool_grid(model) == 1 and share_pool_grid(model) == 0  # idempotent
+    after = _save(model, tmp_path / "after.onnx")
+    rep = runtime_report(after, runs=1)
+    # only the model's input Q and output DQ convert; the pool's DQ and Q are gone
+    assert rep["conversion_ops"] == {"QuantizeLinear": 1, "DequantizeLinear": 1} and conversions > 2
+    assert rep["integer_compute_ops"] == 2
+    for _ in range(3):
+        x = RNG.standard_normal((1, 4, 8, 8)).astype(np.float32)
+        np.testing.assert_allclose(_run(after, x), _run(reference, x), atol=1e-6)
+        assert np.abs(_run(before, x) - _run(reference, x)).max() > 0  # the second grid did round
