@@ -158,9 +158,11 @@ INT8_RULES = {
         "activations_to_uint8",
         "absorb_activations",
         "dequantize_after_shape_ops",
+        "quantize_outputs",
+        # after quantize_outputs (NNCF leaves a pool's output unquantized; that pass adds its Q) and before
+        # quantize_biases (the int32 bias scale of the conv after the pool is its input scale times the weight's)
         "share_pool_grid",
         "quantize_biases",
-        "quantize_outputs",
         "integer_activations",
     ),
     "signed_only": False,

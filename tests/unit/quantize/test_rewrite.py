@@ -306,3 +306,24 @@ def test_pool_requantized_on_its_input_grid_is_exact_and_runs_on_integers(tmp_pa
         x = RNG.standard_normal((1, 4, 8, 8)).astype(np.float32)
         np.testing.assert_allclose(_run(after, x), _run(reference, x), atol=1e-6)
         assert np.abs(_run(before, x) - _run(reference, x)).max() > 0  # the second grid did round
+
+
+def test_nncf_pool_layout_runs_on_integers_through_the_ort_rules(tmp_path):
+    """ResNet's stem as NNCF writes it: the MaxPool's output, unquantized, feeds a conv and the residual Add.
+    The ORT rules quantize it for the Add, put that Q on the pool's input grid, then give the next conv its
+    int32 bias on that grid, so both convs fuse and the pool runs on uint8 (no DQ/Q around it)."""
+    nodes, inits = [], []
+    _qdq("input", "x", 0.05, np.uint8(128), nodes, inits)
+    _conv("x", "c1", 4, 8, nodes, inits)
+    _qdq("c1", "a1", 0.04, np.uint8(128), nodes, inits)
+    nodes.append(helper.make_node("MaxPool", ["a1"], ["p"], kernel_shape=[2, 2], strides=[2, 2]))
+    _conv("p", "c2", 8, 8, nodes, inits)
+    _qdq("c2", "a3", 0.05, np.uint8(128), nodes, inits)
+    nodes.append(helper.make_node("Add", ["a3", "p"], ["s"]))
+    _qdq("s", "out", 0.06, np.uint8(128), nodes, inits)
+    path = _save(_model(nodes, inits, "out"), tmp_path / "nncf.onnx")
+    calib = [RNG.standard_normal((1, 4, 8, 8)).astype(np.float32) for _ in range(4)]
+    counts = apply_rewrites(path, ORT_REWRITES, calib)
+    assert counts["quantize_outputs"] >= 1 and counts["share_pool_grid"] == 1 and counts["quantize_biases"] == 2
+    rep = runtime_report(path, runs=1)
+    assert rep["integer_compute_ops"] == 2 and rep["conversion_ops"] == {"QuantizeLinear": 1, "DequantizeLinear": 1}
