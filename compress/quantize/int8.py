@@ -66,10 +66,12 @@ class Int8Config:
             unless --require-speedup (it reports). An inconclusive measurement (interval straddling
             1.0 after a second, twice as long one) is reported as "not measurably faster", not an error.
         mixed_by_latency: keep in float the layers whose INT8 kernels take longer than their float
-            kernel (ONNX Runtime's profiler), one at a time (at most `latency_trials`), each only if
-            the whole model then measures faster. None (the default): only when the all-INT8 model is
-            not measurably faster than float; true: always; false: never.
-        latency_trials: at most this many layers are tried in float by mixed_by_latency.
+            kernel (ONNX Runtime's profiler): first whole kinds of layer (depthwise convs, grouped
+            convs, linear layers), then single layers, one candidate at a time (at most
+            `latency_trials`), each only if the whole model then measures faster. None (the default):
+            when the all-INT8 model is not measurably faster than float, or a kind of layer is slower
+            in INT8 by the profiler; true: always; false: never.
+        latency_trials: at most this many candidates (kinds or layers) are tried in float by mixed_by_latency.
         threads: intra-op threads of the speed check and the runtime report (0: physical cores).
     """
 
@@ -88,7 +90,7 @@ class Int8Config:
     speed_rounds: int = 8
     require_speedup: bool | None = None
     mixed_by_latency: bool | None = None
-    latency_trials: int = 3
+    latency_trials: int = 4
     threads: int = 0
 
     def __post_init__(self) -> None:
@@ -158,15 +160,24 @@ def int8(model: Model, config: Int8Config, ctx: Context) -> Result:
     latency_trial: dict[str, Any] | None = None
     if config.target == "onnxruntime":
         runtime, speed = _measure(float_path, out_path, base.input_shape, config)
-        if wants_latency_plan(config, speed):
+        candidates = (
+            _latency_candidates(float_path, base, layer_names, float_layers, runtime, config)
+            if config.mixed_by_latency is not False and (speed is not None or config.mixed_by_latency)
+            else []
+        )
+        if wants_latency_plan(config, speed, candidates):
+            first_placement = dict(placement)
             kept = _mixed_by_latency(
-                float_path, out_path, base.input_shape, layer_names, float_layers, runtime, build, drop_of, config
+                float_path, out_path, base.input_shape, candidates, float_layers, build, drop_of, config
             )
             latency_trial = kept.pop("trial", None) if kept else None
             if kept and kept.get("accepted"):
                 latency_layers, metrics = kept["layers"], kept["metrics"]
                 float_layers = [*float_layers, *latency_layers]
                 runtime, speed = _measure(float_path, out_path, base.input_shape, config)
+            else:  # the file is the first build again
+                placement.clear()
+                placement.update(first_placement)
     qdq = check_qdq(out_path, config.target)
     if config.target == "tensorrt" and not qdq["valid"]:
         raise CompressError(f"the INT8 model breaks TensorRT's Q/DQ rules: {qdq['violations'][0]}")
@@ -237,29 +248,53 @@ def guards_speed(config: Int8Config) -> bool:
     return config.speed_check if config.require_speedup is None else config.require_speedup
 
 
-def wants_latency_plan(config: Int8Config, speed: dict[str, Any] | None) -> bool:
-    """Whether to try latency-aware mixed precision: asked for, or (default) all-INT8 is not measurably faster."""
+def wants_latency_plan(config: Int8Config, speed: dict[str, Any] | None, candidates: list[dict[str, Any]]) -> bool:
+    """Whether to try latency-aware mixed precision: asked for, or (default) all-INT8 is not measurably faster,
+    or a kind of layer (depthwise, grouped, linear) runs slower in INT8 than in float by the profiler."""
+    if not candidates:
+        return False
     if config.mixed_by_latency is None:
-        return speed is not None and speed["verdict"] != FASTER
+        return speed is not None and (speed["verdict"] != FASTER or any(c.get("group") for c in candidates))
     return config.mixed_by_latency
 
 
-def _mixed_by_latency(float_path, out_path, shape, layer_names, float_layers, runtime, build, drop_of, config):
-    """Keep in float, one at a time, the layers whose INT8 kernels cost more than their float kernel, while that
-    makes the model faster.
+def _latency_candidates(float_path, model, layer_names, float_layers, runtime, config) -> list[dict[str, Any]]:
+    """What latency-aware mixed precision tries, in order: kinds of layer, then single layers.
 
-    Candidates come worst first from ORT's profiler (`latency_candidates`); each is re-quantized in
-    float on top of those already kept and measured interleaved against the best file so far; it is
-    kept if the model measures faster (and within the accuracy budget), else the best file is
-    restored. Returns None (no candidate) or {"accepted", "layers", "metrics", "trial"}.
+    Each: {"label", "layers", "group", "cost_us"}; at most `latency_trials`. Kinds (depthwise convs,
+    grouped convs, linear layers) whose INT8 kernels cost more than their float kernels in ORT's
+    profiler come first, worst first; then single layers the same way, outside those kinds.
     """
     from compress.backends.onnxruntime import runtime_report
-    from compress.quantize.budget import latency_candidates
+    from compress.quantize.budget import latency_candidates, latency_groups, layer_kind
+
+    if not runtime or "node_times_us" not in runtime:
+        return []
+    float_report = runtime_report(float_path, input_shape=(1, *model.input_shape), threads=config.threads)
+    free = [n for n in layer_names if n not in float_layers]
+    modules = dict(model.module.named_modules())
+    kinds: dict[str, list[str]] = {}
+    for name in free:
+        kind = layer_kind(modules[name])
+        if kind is not None:
+            kinds.setdefault(kind, []).append(name)
+    out = [{**g, "group": True} for g in latency_groups(kinds, runtime, float_report) if len(g["layers"]) > 1]
+    grouped = {n for g in out for n in g["layers"]}
+    singles = [c for c in latency_candidates(free, runtime, float_report) if c["layer"] not in grouped]
+    out += [{"label": c["layer"], "layers": [c["layer"]], "group": False, "cost_us": c["cost_us"]} for c in singles]
+    return out[: config.latency_trials]
+
+
+def _mixed_by_latency(float_path, out_path, shape, candidates, float_layers, build, drop_of, config):
+    """Keep in float, one candidate (a kind of layer, or one layer) at a time, what makes the model faster.
+
+    Each candidate of `_latency_candidates` is re-quantized in float on top of those already kept and
+    measured interleaved against the best file so far; it is kept if the model measures faster (and
+    within the accuracy budget), else the best file is restored. Returns None (no candidate) or
+    {"accepted", "layers", "metrics", "trial"}.
+    """
     from compress.quantize.speed import measure_speedup
 
-    float_report = runtime_report(float_path, input_shape=(1, *shape), threads=config.threads)
-    free = [n for n in layer_names if n not in float_layers]
-    candidates = [c["layer"] for c in latency_candidates(free, runtime, float_report)][: config.latency_trials]
     if not candidates:
         return None
     best = out_path.with_name("best_int8.onnx")
@@ -267,18 +302,26 @@ def _mixed_by_latency(float_path, out_path, shape, layer_names, float_layers, ru
     kept: list[str] = []
     kept_metrics: dict[str, float] = {}
     trials = []
-    for layer in candidates:
-        metrics = build([*float_layers, *kept, layer])
+    for cand in candidates:
+        metrics = build([*float_layers, *kept, *cand["layers"]])
         budget_ok = config.max_accuracy_drop is None or drop_of(metrics) <= config.max_accuracy_drop
         cmp = measure_speedup(best, out_path, tuple(shape), rounds=config.speed_rounds, threads=config.threads)
         accepted = budget_ok and cmp["verdict"] == FASTER
-        trials.append({"layer": layer, "speedup_over_best": cmp, "accuracy_budget_met": budget_ok, "kept": accepted})
+        trials.append(
+            {
+                "candidate": cand["label"],
+                "layers": cand["layers"],
+                "speedup_over_best": cmp,
+                "accuracy_budget_met": budget_ok,
+                "kept": accepted,
+            }
+        )
         if accepted:
-            kept.append(layer)
+            kept.extend(cand["layers"])
             kept_metrics = metrics
             shutil.copyfile(out_path, best)
     shutil.move(best, out_path)
-    trial = {"candidates": candidates, "trials": trials}
+    trial = {"candidates": [c["label"] for c in candidates], "trials": trials}
     if kept:
         return {"accepted": True, "layers": kept, "metrics": kept_metrics, "trial": trial}
     return {"accepted": False, "trial": trial}
