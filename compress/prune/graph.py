@@ -39,7 +39,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import fx, nn
+from torch.fx import _symbolic_trace
 from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.proxy import TraceError
 
 from compress.errors import ModelError
 from compress.prune import ops
@@ -54,6 +56,7 @@ from compress.prune.labels import (
     channel_labels,
     is_tensor_meta,
 )
+from compress.prune.ops.shape import shape_value
 
 
 @dataclass
@@ -152,8 +155,135 @@ def optional_args(module: nn.Module) -> dict[str, Any]:
     return out
 
 
-def trace(module: nn.Module) -> tuple[fx.GraphModule, list[str]]:
-    """Trace `module` with torch.fx; submodules that cannot be traced become opaque leaves."""
+class _ShapeProxy(fx.Proxy):
+    """A proxy that can become a Python number (`math.ceil(H / p)`, `int(n)`), see `_ShapeTracer`."""
+
+    def __float__(self) -> float:
+        return self.tracer.concrete(self, float)
+
+    def __int__(self) -> int:
+        return self.tracer.concrete(self, int)
+
+
+class _ShapeTracer(_Tracer):
+    """Traces with the Python values computed from shapes fixed from the example input.
+
+    Pruning analyses the network at one input size, so a branch on the feature-map size (timm's
+    MobileVitBlock: `if new_h != H or new_w != W: interpolate`) or a number computed from it
+    (`math.ceil(H / patch_h)`) is taken as the example input takes it. A value is fixed only if it
+    is a plain number, not a tensor's data, and the same for batch sizes 1 and 2; each fixed value
+    leaves a `shape_value` node, so one computed from a pruned width is kept whole by the analysis.
+    The graph so far is evaluated on meta tensors (shapes only) where a value is needed.
+    """
+
+    def __init__(self, leaves: set[str], input_shape: tuple[int, ...]) -> None:
+        super().__init__(leaves)
+        self.input_shape = tuple(input_shape)
+
+    def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+        self._root = root
+        self._memo: dict[int, dict[fx.Node, Any]] = {2: {}, 1: {}}
+        return super().trace(root, concrete_args)
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _ShapeProxy(node, self)
+
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        return self.concrete(obj, bool)
+
+    def concrete(self, proxy: fx.Proxy, kind: type) -> Any:
+        values = [self._evaluate(proxy.node, batch) for batch in (2, 1)]
+        if not all(isinstance(v, (bool, int, float)) for v in values):
+            raise TraceError(f"{proxy.node.name}: a tensor's value decides control flow")
+        if kind(values[0]) != kind(values[1]):
+            raise TraceError(f"{proxy.node.name}: a value that depends on the batch size decides control flow")
+        value = kind(values[0])
+        self.create_proxy("call_function", shape_value, (proxy, value), {})
+        return value
+
+    def _evaluate(self, target: fx.Node, batch: int) -> Any:
+        memo = self._memo[batch]
+        need, stack = set(), [target]
+        while stack:
+            n = stack.pop()
+            if n in memo or n in need:
+                continue
+            need.add(n)
+            stack.extend(n.all_input_nodes)
+        revert = getattr(_symbolic_trace, "_maybe_revert_all_patches", None)
+        if revert is None:  # this torch cannot run modules while tracing
+            raise TraceError("cannot evaluate shapes while tracing")
+        with revert():  # fx patches Module.__call__ while tracing: run the real forward
+            for n in self.graph.nodes:
+                if n in need:
+                    memo[n] = self._run(n, memo, batch)
+                if n is target:
+                    break
+        return memo[target]
+
+    def _run(self, n: fx.Node, memo: dict, batch: int) -> Any:
+        def meta(v: Any) -> Any:
+            return v.to("meta") if isinstance(v, torch.Tensor) else v
+
+        args = fx.node.map_arg(n.args, lambda a: memo[a])
+        kwargs = fx.node.map_arg(n.kwargs, lambda a: memo[a])
+        with torch.no_grad():
+            if n.op == "placeholder":
+                if n.args or n is not next(iter(self.graph.nodes)):
+                    raise TraceError(f"{n.name}: only the first input has a known shape")
+                return torch.empty((batch, *self.input_shape), device="meta")
+            if n.op == "get_attr":
+                value = self._root
+                for part in str(n.target).split("."):
+                    value = getattr(value, part)
+                return meta(value)
+            if n.op == "call_function":
+                return n.target(*args, **kwargs)
+            if n.op == "call_method":
+                return getattr(args[0], n.target)(*args[1:], **kwargs)
+            if n.op == "call_module":
+                m = self._root.get_submodule(n.target)
+                tensors = {k: meta(t) for k, t in (*m.named_parameters(), *m.named_buffers())}
+                return torch.func.functional_call(m, tensors, tuple(args), dict(kwargs))
+        raise TraceError(f"{n.name}: cannot evaluate a {n.op} node")
+
+
+def trace(module: nn.Module, input_shape: tuple[int, ...] | None = None) -> tuple[fx.GraphModule, list[str]]:
+    """Trace `module` with torch.fx; submodules that cannot be traced become opaque leaves.
+
+    With `input_shape` (one sample, no batch axis), submodules that fail only because they branch
+    on shapes are traced again with those values fixed from that input (`_ShapeTracer`).
+    """
+    try:
+        gm, leaves = _trace_leaves(module)
+    except ModelError:
+        if input_shape is None:
+            raise
+        gm, leaves = None, [""]  # the root's own forward: only the shape tracer may do
+    if not leaves or input_shape is None:
+        return gm, leaves
+    concrete = optional_args(module) or None
+
+    def attempt(leaf_set: set[str]) -> fx.GraphModule | None:
+        try:
+            return fx.GraphModule(module, _ShapeTracer(leaf_set, input_shape).trace(module, concrete_args=concrete))
+        except Exception:  # noqa: BLE001 - still untraceable: it stays a leaf
+            return None
+
+    found = attempt(set())
+    if found is not None:
+        return found, []
+    if gm is None:
+        return _trace_leaves(module)  # raises the plain tracer's error
+    kept, best = set(leaves), None
+    for q in leaves if len(leaves) > 1 else ():  # one by one
+        found = attempt(kept - {q})
+        if found is not None:
+            kept, best = kept - {q}, found
+    return (best, sorted(kept)) if best is not None else (gm, leaves)
+
+
+def _trace_leaves(module: nn.Module) -> tuple[fx.GraphModule, list[str]]:
     leaves: set[str] = set()
     concrete = optional_args(module) or None
     for _ in range(50):
@@ -236,7 +366,7 @@ class DependencyGraph:
 
     # ----------------------------------------------------------------------------------- tracing pass
     def _analyse(self) -> None:
-        gm, self.opaque = trace(self.module)
+        gm, self.opaque = trace(self.module, self.input_shape)
         self.bound_args = set(optional_args(self.module))
         self.gm = gm
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder" and _real_input(n, self.bound_args)]
@@ -244,6 +374,12 @@ class DependencyGraph:
         if len(placeholders) != 1:
             raise ModelError(f"structured pruning supports single-input models; this one takes {len(placeholders)}")
         self._propagate(gm, (2, *self.input_shape))
+        fixed = sorted({_owner(n) for n in gm.graph.nodes if n.op == "call_function" and n.target is shape_value})
+        if fixed:
+            self.notes.append(
+                f"traced with the values they compute from shapes fixed at input {self.input_shape}: "
+                + ", ".join(m or "(the model)" for m in fixed)
+            )
         self.modules = dict(self.module.named_modules())
         out_node = next(n for n in gm.graph.nodes if n.op == "output")
         meta = out_node.args[0].meta.get("tensor_meta") if isinstance(out_node.args[0], fx.Node) else None
@@ -708,6 +844,12 @@ class DependencyGraph:
             "opaque_modules": list(self.opaque),
             "notes": list(self.notes),
         }
+
+
+def _owner(node: fx.Node) -> str:
+    """The module whose forward made `node` ('' for the root's own)."""
+    stack = node.meta.get("nn_module_stack")
+    return list(stack.values())[-1][0] if stack else ""
 
 
 def _real_input(node: fx.Node, bound: set[str]) -> bool:

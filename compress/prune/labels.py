@@ -51,13 +51,15 @@ class Size:
 
     `atoms` are the labels along the axis it was read from (None when that axis carries no atoms);
     `derived` is False for the size itself and True once arithmetic (`C // heads`) changed it;
-    `source` is the node of the tensor it was read from.
+    `source` is the node of the tensor it was read from; `scale` is k when the value is exactly k x
+    that axis's size (products with sizes of axes without channels, `B * C * n_h`), else None.
     """
 
     value: int
     atoms: np.ndarray | None
     derived: bool
     source: fx.Node | None
+    scale: int | None = None
 
     def __index__(self) -> int:
         return int(self.value)
@@ -80,7 +82,7 @@ class Shape:
             atoms = rows[:, 0].copy() if not other or rows.shape[1] == 1 else rows.max(axis=1)
             if (atoms < 0).all():
                 atoms = None
-        return Size(int(self.labels.shape[axis]), atoms, False, self.source)
+        return Size(int(self.labels.shape[axis]), atoms, False, self.source, 1 if atoms is not None else None)
 
 
 def tensor_arg(node: fx.Node, x: Any) -> L:
@@ -92,8 +94,8 @@ def tensor_arg(node: fx.Node, x: Any) -> L:
 
 def value_of(v: Any) -> Any:
     """The plain Python value of a (possibly nested) Size."""
-    if isinstance(v, Size):
-        return int(v.value)
+    if isinstance(v, Size):  # a quotient stays a float (`math.ceil(H / patch)`)
+        return v.value if isinstance(v.value, float) else int(v.value)
     if isinstance(v, (list, tuple)):
         return type(v)(value_of(x) for x in v)
     return v

@@ -7,6 +7,7 @@ on sizes read from shapes (`C // heads`) gives a derived `Size` that remembers i
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
@@ -131,6 +132,15 @@ _SIZE_OPS = {
     operator.mod: operator.mod,
     operator.pow: operator.pow,
     operator.neg: operator.neg,
+    math.ceil: math.ceil,  # fx wraps the math module: `math.ceil(H / patch)` is a node
+    math.floor: math.floor,
+    math.trunc: math.trunc,
+    operator.eq: operator.eq,  # comparisons of sizes: a branch on one is checked by `shape_value`
+    operator.ne: operator.ne,
+    operator.lt: operator.lt,
+    operator.le: operator.le,
+    operator.gt: operator.gt,
+    operator.ge: operator.ge,
 }
 
 
@@ -159,17 +169,44 @@ def size_arith(g, node, args: list, kwargs: dict) -> Any:
     sizes = [a for a in args if isinstance(a, Size)]
     fn = _SIZE_OPS.get(node.target) if node.op == "call_function" else None
     vals = [value_of(a) for a in args]
-    if fn is None:
+    if fn is None or any(v is None for v in vals):
         return None
     value = fn(*vals)
     atoms = next((s.atoms for s in sizes if s.atoms is not None), None)
     source = next((s.source for s in sizes if s.atoms is not None), sizes[0].source if sizes else None)
     if not isinstance(value, (int, float)):
         return value
-    return Size(value, atoms, True, source)
+    return Size(value, atoms, True, source, _scale(node, args, atoms))
 
 
-register_function(operator.floordiv, operator.mod, operator.pow)(
+def _scale(node, args: list, atoms) -> int | None:
+    """k when a product is k x the labelled size (the other factors are sizes without channels)."""
+    if atoms is None or node.target not in (operator.mul, torch.mul) or len(args) != 2:
+        return None
+    labelled = [a for a in args if isinstance(a, Size) and a.atoms is not None]
+    if len(labelled) != 1 or labelled[0].scale is None:
+        return None
+    other = args[1] if args[0] is labelled[0] else args[0]
+    k = value_of(other)
+    if isinstance(other, Size) and other.atoms is not None or isinstance(k, bool) or not isinstance(k, int):
+        return None
+    return labelled[0].scale * k
+
+
+register_function(
+    operator.floordiv,
+    operator.mod,
+    operator.pow,
+    math.ceil,
+    math.floor,
+    math.trunc,
+    operator.eq,
+    operator.ne,
+    operator.lt,
+    operator.le,
+    operator.gt,
+    operator.ge,
+)(
     lambda g, node, args, kwargs: (
         size_arith(g, node, args, kwargs) if not any(isinstance(a, L) for a in args) else _raise(node)
     )

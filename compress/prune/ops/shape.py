@@ -6,7 +6,14 @@ a shape) follows the pruned width; the others keep their size, so the labels alo
 When every size is a literal, an axis whose literal is an int attribute of the calling module
 (`self.num_heads`) is taken as the one that follows, and that attribute is updated after pruning.
 A size read from *another* tensor's shape (`reshape(B, N, C)` with C from the residual) ties that
-tensor's channels to the reshaped ones, index by index, so both widths prune alike.
+tensor's channels to the reshaped ones, index by index, so both widths prune alike; so does a
+size that is a multiple of it (`B * C * n_h`, mobilevit's patch fold), when the axis it sizes holds
+exactly those channels that many times each. A size read from an axis without channels (the batch,
+a spatial axis) does not change when pruning, so it is not the axis that follows.
+
+Python values that a model computes from shapes and branches on (mobilevit's patch grid) are fixed
+from the example input when tracing (`graph.trace`); each leaves a `shape_value` node, and one read
+from a pruned width keeps that width whole.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import Any
 import numpy as np
 from torch import fx, nn
 
-from compress.prune.labels import L, Shape, Size, Unsupported, compress_arr, factorize, tensor_arg
+from compress.prune.labels import L, Shape, Size, Unsupported, compress_arr, factorize, tensor_arg, value_of
 from compress.prune.ops.registry import register_function, register_method, register_module
 
 
@@ -65,7 +72,8 @@ def reshape(g, node: fx.Node, x: L, spec: Any) -> L:
     flat = arr.reshape(-1)
     sizes = [out_shape[j] for j in gout]
     out = flat.reshape(sizes)
-    dynamic, bound = _dynamic_axes(g, node, x, entries, gout)
+    dynamic, bound, linked = _dynamic_axes(g, node, x, entries, gout, out)
+    linked = linked & {gout[dynamic[0]]} if len(dynamic) == 1 else set()
     if len(dynamic) != 1:
         g.atoms.fix(flat, f"{node.name}: reshape to literal sizes")
     else:
@@ -81,16 +89,22 @@ def reshape(g, node: fx.Node, x: L, spec: Any) -> L:
     full_shape = [1] * len(out_shape)
     for k, j in enumerate(gout):
         full_shape[j] = sizes[k]
-    result = L(compress_arr(out.reshape(full_shape).copy()), out_shape, x.batched)
-    _tie_sizes(g, node, entries, result, x)
+    # the batch merged with labelled axes (mobilevit's B * C * n_h): axis 0 is no longer the batch
+    batched = x.batched and not (start == 0 and 0 in gin)
+    result = L(compress_arr(out.reshape(full_shape).copy()), out_shape, batched)
+    _tie_sizes(g, node, entries, result, x, linked)
     return result
 
 
-def _dynamic_axes(g, node, x: L, entries: list | None, gout: list[int]) -> tuple[list[int], tuple | None]:
-    """Indices (into gout) of the axes that follow the pruned width, and an attribute bound to it."""
+def _dynamic_axes(
+    g, node, x: L, entries: list | None, gout: list[int], out: np.ndarray
+) -> tuple[list[int], tuple | None, set[int]]:
+    """Indices (into gout) of the axes that follow the pruned width, an attribute bound to it, and the
+    output axes sized by a multiple of another tensor's width that holds exactly its channels."""
     if entries is None:
-        return list(range(len(gout))) if len(gout) == 1 else [], None
+        return (list(range(len(gout))) if len(gout) == 1 else []), None, set()
     dynamic = []
+    linked: set[int] = set()
     for k, j in enumerate(gout):
         e = entries[j]
         if isinstance(e, int) and not isinstance(e, bool):
@@ -99,8 +113,15 @@ def _dynamic_axes(g, node, x: L, entries: list | None, gout: list[int]) -> tuple
         elif isinstance(e, Size):
             if not e.derived or e.atoms is None or e.source is node.args[0]:
                 dynamic.append(k)
+            elif _holds_multiple(g, e, np.moveaxis(out, k, 0).reshape(out.shape[k], -1)):
+                dynamic.append(k)
+                linked.add(j)
         else:
             dynamic.append(k)
+    if len(dynamic) > 1:  # sizes of axes without channels (the batch, spatial) stay as they are
+        moving = [k for k in dynamic if not (isinstance(entries[gout[k]], Size) and entries[gout[k]].atoms is None)]
+        if len(moving) == 1:
+            dynamic = moving
     # an int attribute of the calling module may follow instead: `self.num_heads` first (whole heads
     # go, the `-1` head width stays), else when every size is a literal; of equal values the later
     # axis (timm's (B, N, 3, heads, head_dim) has 3 == heads in deit_tiny)
@@ -114,21 +135,35 @@ def _dynamic_axes(g, node, x: L, entries: list | None, gout: list[int]) -> tuple
     if not found and not dynamic and all(isinstance(e, int) for e in entries):
         whole = g.find_attr(node, tuple(entries))  # timm Scale: self.scale.view(self.shape)
         if whole is not None and len(gout) == 1:
-            return [0], (whole[0], whole[1], gout[0])
+            return [0], (whole[0], whole[1], gout[0]), linked
     if not found:
-        return dynamic, None
+        return dynamic, None, linked
     if len(found) > 1:  # equal values: not the innermost axis (the head width), else the later one
         found = [f for f in found if f[1] != len(gout) - 1] or found
     best = max(found, key=lambda t: (t[0], t[1]))
-    return [best[1]], best[2]
+    return [best[1]], best[2], linked
 
 
-def _tie_sizes(g, node, entries: list | None, result: L | None, x: L | None) -> None:
+def _holds_multiple(g, e: Size, rows: np.ndarray) -> bool:
+    """`e` is `scale` x another tensor's width, and the axis it sizes (`rows`: labels along it) holds
+    each of that tensor's channel classes `scale` times, one class per row: after pruning the axis
+    keeps `scale` x the kept width, which is what the model computes."""
+    if e.scale is None or e.scale < 1 or rows.shape[0] != e.value or (rows < 0).any():
+        return False
+    roots = g.roots(rows)
+    if (roots != roots[:, :1]).any():
+        return False
+    have, n_have = np.unique(roots[:, 0], return_counts=True)
+    want, n_want = np.unique(g.roots(e.atoms), return_counts=True)
+    return bool(np.array_equal(have, want) and np.array_equal(n_have, n_want * e.scale))
+
+
+def _tie_sizes(g, node, entries: list | None, result: L | None, x: L | None, linked: set[int] = frozenset()) -> None:
     """Sizes read from other tensors' shapes: tie those tensors' channels to the axis they size."""
     if entries is None:
         return
     for j, e in enumerate(entries):
-        if not isinstance(e, Size) or e.atoms is None:
+        if not isinstance(e, Size) or e.atoms is None or j in linked:
             continue
         if x is not None and e.source is node.args[0]:
             continue
@@ -261,3 +296,19 @@ _tensor = tensor_arg
 def _shape(g, x: L, source) -> Shape:
     """The shape of `x`, with labels by class (atoms already unified are one label)."""
     return Shape(L(compress_arr(g.roots(x.arr)), x.shape, x.batched), source)
+
+
+def shape_value(value: Any, concrete: Any) -> Any:
+    """A Python value computed from shapes that tracing fixed from the example input: `concrete`."""
+    return concrete
+
+
+@register_function(shape_value)
+def shape_value_function(g, node, args: list, kwargs: dict) -> Any:
+    """Control flow or a plain number taken from a pruned width would not follow it: keep it whole."""
+    value = args[0]
+    if isinstance(value, L):
+        raise Unsupported(f"{node.name}: a tensor's value decides the traced path")
+    if isinstance(value, Size) and value.atoms is not None:
+        g.atoms.fix(value.atoms, f"{node.name}: a value computed from a pruned width is fixed when tracing")
+    return value_of(args[1])

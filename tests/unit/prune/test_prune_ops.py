@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from test_prune_graph import assert_exact, group_of, prune_half
 from torch import nn
 
+from compress.errors import ModelError
 from compress.prune.graph import analyze
 from compress.prune.ops import register_module, register_resize
 from compress.prune.ops.layers import linear, resize_in_place
@@ -222,6 +226,97 @@ def test_flatten_bn_reshape_as_and_scale_view():
     work, ref, _, _ = prune_half(FlattenBN(), SHAPE)
     assert_exact(work, ref, SHAPE)
     assert work.shape == (work.c1.out_channels, 1, 1) and work.bn.num_features == work.c1.out_channels < 8
+
+
+class PatchBlock(nn.Module):
+    """mobilevit: the patch grid from the feature-map size, a branch on it, unfold / fold reshapes
+    (B * C * n_h merges the batch with the channels) around a transformer-like residual MLP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch_size, self.patch_area = (2, 2), 4
+        self.conv_1x1 = nn.Conv2d(8, 8, 1, bias=False)
+        self.fc1, self.fc2 = nn.Linear(8, 12), nn.Linear(12, 8)
+        self.proj = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        x = self.conv_1x1(x)
+        patch_h, patch_w = self.patch_size
+        B, C, H, W = x.shape
+        new_h, new_w = math.ceil(H / patch_h) * patch_h, math.ceil(W / patch_w) * patch_w
+        num_patch_h, num_patch_w = new_h // patch_h, new_w // patch_w
+        num_patches = num_patch_h * num_patch_w
+        interpolate = False
+        if new_h != H or new_w != W:
+            x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
+            interpolate = True
+        x = x.reshape(B * C * num_patch_h, patch_h, num_patch_w, patch_w).transpose(1, 2)
+        x = x.reshape(B, C, num_patches, self.patch_area).transpose(1, 3).reshape(B * self.patch_area, num_patches, -1)
+        x = x + self.fc2(F.gelu(self.fc1(x)))
+        x = x.contiguous().view(B, self.patch_area, num_patches, -1)
+        x = x.transpose(1, 3).reshape(B * C * num_patch_h, num_patch_w, patch_h, patch_w)
+        x = x.transpose(1, 2).reshape(B, C, num_patch_h * patch_h, num_patch_w * patch_w)
+        if interpolate:
+            x = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False)
+        return self.proj(x)
+
+
+class PatchNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.block, self.fc = nn.Conv2d(3, 8, 3, padding=1), PatchBlock(), nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.fc(torch.cat([x, self.block(x)], 1).mean((2, 3)))
+
+
+def test_shape_branch_traced_on_the_example_input_and_patch_fold_follows_channels():
+    graph = analyze(PatchNet().eval(), SHAPE)  # 8 x 8: the branch is not taken
+    assert graph.opaque == []
+    width = group_of(graph, "block.conv_1x1")
+    assert {"block.conv_1x1", "block.fc2"} <= set(width.modules) and len(width.prunable) == 8
+    assert len(group_of(graph, "block.fc1").prunable) == 12
+    work, ref, _, _ = prune_half(PatchNet(), SHAPE)
+    assert_exact(work, ref, SHAPE)  # batch 4, analysed at batch 2
+    b = work.block
+    assert b.conv_1x1.out_channels == b.fc1.in_features == b.fc2.out_features == b.proj.in_channels < 8
+    odd = (3, 7, 7)  # the branch taken: interpolate, then the same reshapes
+    work, ref, graph, _ = prune_half(PatchNet(), odd)
+    assert graph.opaque == [] and len(group_of(graph, "block.conv_1x1").prunable) == 8
+    assert_exact(work, ref, odd)
+
+
+class WidthBranch(nn.Module):
+    """A branch on a channel count: pruning would change the path, so that width stays whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2, self.fc = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 1), nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.c1(x)
+        if x.shape[1] > 4:
+            x = x * 2
+        return self.fc(self.c2(x).mean((2, 3)))
+
+
+class BatchBranch(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 1)
+
+    def forward(self, x):
+        return self.c1(x) if x.shape[0] > 1 else self.c1(x) * 2
+
+
+def test_values_fixed_when_tracing_never_come_from_widths_batch_or_data():
+    graph = analyze(WidthBranch().eval(), SHAPE)
+    c1 = group_of(graph, "c1")
+    assert not c1.prunable and any("fixed when tracing" in r for r in c1.reasons)
+    assert len(group_of(graph, "c2").prunable) == 8
+    with pytest.raises(ModelError, match="cannot trace"):  # the path depends on the batch size
+        analyze(BatchBranch().eval(), SHAPE)
 
 
 class Gain(nn.Module):
