@@ -3,8 +3,9 @@
 One representative per structure the analysis has to follow: functional BatchNormAct2d
 (efficientnet_lite0), vision transformers with optional forward arguments and heads
 sized by `self.num_heads` (deit), windowed attention with pad / roll / relative position bias (a
-small swin), literal splits whose size is a module attribute (res2net, cspnet) and a layer scale
-reshaped to an attribute tuple (poolformer).
+small swin), literal splits whose size is a module attribute (res2net, cspnet), a layer scale
+reshaped to an attribute tuple (poolformer) and MobileViT blocks that branch on the feature-map size
+and unfold / fold patches (mobilevit).
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ def _poolformer():
     )
 
 
+def _mobilevit():
+    return timm.create_model("mobilevit_xxs", pretrained=False, num_classes=10)
+
+
 # name: (builder, input size, verification: "exact" where nothing normalises across pruned channels)
 NETS = {
     "efficientnet_lite0": (_efficientnet, 32, "exact"),
@@ -74,6 +79,7 @@ NETS = {
     "swin": (_swin, 32, "shape"),
     "res2net": (_res2net, 32, "exact"),
     "poolformer": (_poolformer, 32, "shape"),
+    "mobilevit": (_mobilevit, 64, "shape"),
 }
 
 
