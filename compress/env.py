@@ -34,6 +34,24 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# instruction-set features INT8 kernels depend on (ONNX Runtime's x86 u8s8 kernels saturate without VNNI)
+_INT8_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+@functools.cache
+def cpu_isa() -> tuple[str, ...]:
+    """The INT8-relevant instruction-set features of this CPU (from /proc/cpuinfo; empty where unknown)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return tuple(x for x in _INT8_ISA if x in have)
+    except OSError:
+        pass
+    return ()
+
+
 def physical_cores() -> int:
     try:
         import psutil
@@ -50,6 +68,7 @@ def machine_info() -> dict[str, Any]:
         "cpu": cpu_name(),
         "logical_cores": os.cpu_count(),
         "physical_cores": physical_cores(),
+        "isa": list(cpu_isa()),
         "hostname": platform.node(),
     }
     if "torch" in sys.modules:
@@ -62,7 +81,8 @@ def machine_info() -> dict[str, Any]:
 def fingerprint(machine: dict[str, Any] | None = None) -> str:
     """A short key that two results must share before their timings may be compared."""
     m = machine or machine_info()
-    return "|".join(str(m.get(k, "")) for k in ("system", "machine", "cpu", "logical_cores", "gpu"))
+    key = "|".join(str(m.get(k, "")) for k in ("system", "machine", "cpu", "logical_cores", "gpu"))
+    return f"{key}|{','.join(m['isa'])}" if m.get("isa") else key
 
 
 def environment() -> dict[str, Any]:

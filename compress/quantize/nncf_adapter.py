@@ -51,14 +51,26 @@ def _nncf_params(config: Int8Config) -> dict[str, Any]:
     preset = nncf.QuantizationPreset.PERFORMANCE if name == "performance" else nncf.QuantizationPreset.MIXED
     # NNCF's fast bias correction (its full variant is not supported for these backends)
     params: dict[str, Any] = {"preset": preset, "subset_size": config.calib_size, "fast_bias_correction": True}
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+        QuantizationParameters,
+    )
+
+    advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix(overflow_fix_for(config)))
     if rules_for(config.target).activations_per_tensor:
         # NNCF quantizes the input of a depthwise conv per channel, which no QLinearConv accepts
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
-
-        params["advanced_parameters"] = AdvancedQuantizationParameters(
-            activations_quantization_params=QuantizationParameters(per_channel=False)
-        )
+        advanced.activations_quantization_params = QuantizationParameters(per_channel=False)
+    params["advanced_parameters"] = advanced
     return params
+
+
+def overflow_fix_for(config: Int8Config) -> str:
+    """NNCF's overflow fix: the config's, or with `auto` enable (half-range weights everywhere) where the
+    target's integer kernels saturate on this CPU, else NNCF's default (the first layer only)."""
+    if config.overflow_fix != "auto":
+        return config.overflow_fix
+    return "enable" if rules_for(config.target).weights_half_range else "first_layer"
 
 
 def preset_for(config: Int8Config) -> str:

@@ -24,6 +24,8 @@ class QdqRules:
         signed_only: only signed, symmetric INT8 (the file is rewritten with `to_signed_int8`).
         preset: NNCF's preset when the config asks for `auto`: performance (symmetric activations) or
             mixed (asymmetric activations).
+        weights_half_range: weights in half the int8 range on every conv / matmul (NNCF's overflow
+            fix), where the runtime's integer kernels would saturate on full-range weights.
     """
 
     target: str
@@ -31,13 +33,16 @@ class QdqRules:
     rewrites: tuple[str, ...] = ()
     signed_only: bool = False
     preset: str = "performance"
+    weights_half_range: bool = False
 
 
 def rules_for(target: str) -> QdqRules:
+    half = False
     if target == "onnxruntime":
-        from compress.backends.onnxruntime import INT8_RULES
+        from compress.backends.onnxruntime import INT8_RULES, u8s8_saturates
 
         raw = INT8_RULES
+        half = u8s8_saturates()
     elif target == "tensorrt":
         from compress.backends.tensorrt import INT8_RULES as raw
     else:
@@ -48,4 +53,5 @@ def rules_for(target: str) -> QdqRules:
         rewrites=tuple(raw["rewrites"]),
         signed_only=bool(raw["signed_only"]),
         preset=str(raw.get("preset", "performance")),
+        weights_half_range=half,
     )

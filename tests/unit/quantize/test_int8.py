@@ -172,3 +172,27 @@ def test_mixed_by_latency_runs_by_default_when_int8_is_not_faster_and_keeps_only
     monkeypatch.setattr(speed, "measure_speedup", _fake_speed(speed.FASTER, 1.5, calls))
     r = _run(trained, digits, tmp_path / "b", mixed_by_latency=None)
     assert calls == [8] and r.metrics["latency_float_layers"] == [] and r.metrics["mixed_by_latency_trial"] is None
+
+
+def test_u8s8_saturation_is_told_by_vnni_on_x86_only():
+    from compress.backends.onnxruntime import u8s8_saturates
+
+    assert u8s8_saturates(("avx2",), "x86_64")
+    assert not u8s8_saturates(("avx2", "avx512f", "avx512_vnni"), "x86_64")
+    assert not u8s8_saturates(("avx2", "avx_vnni"), "AMD64")
+    assert not u8s8_saturates((), "aarch64")
+
+
+def test_overflow_fix_puts_every_weight_in_half_the_int8_range(trained, digits, tmp_path):
+    import numpy as np
+    from onnx import numpy_helper
+
+    def widest(path) -> int:
+        inits = onnx.load(str(path)).graph.initializer
+        return max(int(np.abs(numpy_helper.to_array(t).astype(np.int32)).max()) for t in inits if t.data_type == 3)
+
+    half = _run(trained, digits, tmp_path / "a", overflow_fix="enable", speed_check=False)
+    full = _run(trained, digits, tmp_path / "b", overflow_fix="disable", speed_check=False)
+    assert half.metrics["overflow_fix"] == "enable" and widest(half.onnx) <= 64
+    assert full.metrics["overflow_fix"] == "disable" and widest(full.onnx) > 64
+    assert half.metrics["accuracy_drop"] <= 0.05
