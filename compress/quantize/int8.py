@@ -167,7 +167,7 @@ def int8(model: Model, config: Int8Config, ctx: Context) -> Result:
     if config.target == "onnxruntime":
         runtime, speed = _measure(float_path, out_path, base.input_shape, config)
         candidates = (
-            _latency_candidates(float_path, base, layer_names, float_layers, runtime, config)
+            _latency_candidates(float_path, base, layer_names, float_layers, runtime, speed, config)
             if config.mixed_by_latency is not False and (speed is not None or config.mixed_by_latency)
             else []
         )
@@ -266,12 +266,14 @@ def wants_latency_plan(config: Int8Config, speed: dict[str, Any] | None, candida
     return config.mixed_by_latency
 
 
-def _latency_candidates(float_path, model, layer_names, float_layers, runtime, config) -> list[dict[str, Any]]:
+def _latency_candidates(float_path, model, layer_names, float_layers, runtime, speed, config) -> list[dict[str, Any]]:
     """What latency-aware mixed precision tries, in order: kinds of layer, then single layers.
 
     Each: {"label", "layers", "group", "cost_us"}; at most `latency_trials`. Kinds (depthwise convs,
     grouped convs, linear layers) whose INT8 kernels cost more than their float kernels in ORT's
-    profiler come first, worst first; then single layers the same way, outside those kinds.
+    profiler come first, worst first (every kind when the all-INT8 model is not measurably faster
+    than float: the profiler misses the reorders around a kind's kernels); then single layers the
+    same way, outside those kinds.
     """
     from compress.backends.onnxruntime import runtime_report
     from compress.quantize.budget import latency_candidates, latency_groups, layer_kind
@@ -286,7 +288,9 @@ def _latency_candidates(float_path, model, layer_names, float_layers, runtime, c
         kind = layer_kind(modules[name])
         if kind is not None:
             kinds.setdefault(kind, []).append(name)
-    out = [{**g, "group": True} for g in latency_groups(kinds, runtime, float_report) if len(g["layers"]) > 1]
+    every = speed is not None and speed["verdict"] != FASTER
+    groups = latency_groups(kinds, runtime, float_report, every=every)
+    out = [{**g, "group": True} for g in groups if len(g["layers"]) > 1]
     grouped = {n for g in out for n in g["layers"]}
     singles = [c for c in latency_candidates(free, runtime, float_report) if c["layer"] not in grouped]
     out += [{"label": c["layer"], "layers": [c["layer"]], "group": False, "cost_us": c["cost_us"]} for c in singles]

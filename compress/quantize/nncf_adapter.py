@@ -57,7 +57,7 @@ def _nncf_params(config: Int8Config) -> dict[str, Any]:
         QuantizationParameters,
     )
 
-    advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix(overflow_fix_for(config)))
+    advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix[overflow_fix_for(config).upper()])
     if rules_for(config.target).activations_per_tensor:
         # NNCF quantizes the input of a depthwise conv per channel, which no QLinearConv accepts
         advanced.activations_quantization_params = QuantizationParameters(per_channel=False)

@@ -40,3 +40,14 @@ def test_a_faster_all_int8_model_is_still_tried_with_a_kind_the_profiler_says_in
     assert wants_latency_plan(default, slower, single)
     assert not wants_latency_plan(default, slower, [])
     assert not wants_latency_plan(Int8Config(mixed_by_latency=False), slower, group)
+
+
+def test_every_kind_is_a_candidate_when_asked_even_one_the_profiler_says_int8_speeds_up():
+    kinds = {"grouped convs": ["g1", "g2"], "linear layers": ["fc"]}
+    int8 = _report({"/g1/QLinearConv": 5.0, "/g2/QLinearConv": 5.0, "/fc/QGemm": 9.0})
+    flt = _report({"/g1/Conv": 8.0, "/g2/Conv": 8.0, "/fc/Gemm": 5.0})
+    assert [g["label"] for g in latency_groups(kinds, int8, flt)] == ["linear layers (1)"]
+    assert [g["label"] for g in latency_groups(kinds, int8, flt, every=True)] == [
+        "linear layers (1)",
+        "grouped convs (2)",
+    ]
