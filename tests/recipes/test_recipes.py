@@ -32,6 +32,8 @@ def _shrunk(path: Path) -> dict:
                 params[key] = min(params[key], 1)
         if step["model"].startswith("torchvision:"):
             step["model"] = "builtin:resnet_tiny"
+        if step.get("method") == "int8":  # a 16 px network's timings decide nothing; the guard is tested on its own
+            params["require_speedup"] = False
     raw["bench"] = {
         "batch_size": 1,
         "latency": {"min_iters": 5, "min_time_s": 0.01, "warmup_iters": 1, "warmup_s": 0.0},
