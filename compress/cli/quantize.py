@@ -39,8 +39,9 @@ def quantize(
     mixed_by_latency: bool | None = typer.Option(
         None,
         "--mixed-by-latency/--no-mixed-by-latency",
-        help="int8: keep in float the layers whose INT8 kernels are slower than float, where that measures faster "
-        "(default: only when the all-INT8 model is not measurably faster).",
+        help="int8: keep in float the kinds of layer (depthwise, grouped, linear), then single layers, whose INT8 "
+        "kernels are slower than float, where that measures faster (default: when all-INT8 is not measurably "
+        "faster, or the profiler finds a kind slower in INT8).",
     ),
     speed_check: bool | None = typer.Option(
         None, "--speed-check/--no-speed-check", help="int8: measure float vs INT8, interleaved (default on)."
