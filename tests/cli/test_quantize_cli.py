@@ -83,7 +83,9 @@ def test_flag_for_another_method_is_refused(teacher, tmp_path):
 def test_int8_for_onnxruntime_records_what_the_runtime_ran(teacher, tmp_path):
     pytest.importorskip("nncf")
     out = tmp_path / "int8-ort"
-    r = invoke("quantize", "--model", teacher, "--method", "int8", "--calib-size", "64", *SMALL, "--out", out)
+    # no latency plan: on a 12 px model its timings may keep a layer float, and this test is about the record
+    args = ("--calib-size", "64", "--no-mixed-by-latency", *SMALL, "--out", out)
+    r = invoke("quantize", "--model", teacher, "--method", "int8", *args)
     assert r.exit_code == 0, r.output
     assert "compute ops run as integer kernels on onnxruntime CPU" in r.output
     metrics = json.loads((out / "manifest.json").read_text())["metrics"]
