@@ -23,6 +23,12 @@ def quantize(
     target: str | None = typer.Option(None, "--target", help="int8: onnxruntime or tensorrt (TensorRT Q/DQ rules)."),
     preset: str | None = typer.Option(None, "--preset", help="int8: performance, mixed (asymmetric) or auto."),
     route: str | None = typer.Option(None, "--route", help="int8: onnx (quantize the exported ONNX) or torch."),
+    overflow_fix: str | None = typer.Option(
+        None,
+        "--overflow-fix",
+        help="int8: half-range weights: auto (on x86 CPUs without VNNI, whose u8s8 kernels saturate), enable, "
+        "first_layer or disable.",
+    ),
     ignore: list[str] | None = typer.Option(
         None, "--ignore", help="int8: module-name regex kept in float (repeatable)."
     ),
@@ -78,6 +84,7 @@ def quantize(
             "target": target,
             "preset": preset,
             "route": route,
+            "overflow_fix": overflow_fix,
             "ignored": list(ignore) if ignore else None,
             "qat_epochs": qat_epochs,
             "max_accuracy_drop": max_accuracy_drop,
@@ -104,6 +111,7 @@ def quantize(
         "--target": ("target", target),
         "--preset": ("preset", preset),
         "--route": ("route", route),
+        "--overflow-fix": ("overflow_fix", overflow_fix),
         "--ignore": ("ignored", ignore or None),
         "--qat-epochs": ("qat_epochs", qat_epochs),
         "--max-accuracy-drop": ("max_accuracy_drop", max_accuracy_drop),

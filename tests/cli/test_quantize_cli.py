@@ -84,12 +84,13 @@ def test_int8_for_onnxruntime_records_what_the_runtime_ran(teacher, tmp_path):
     pytest.importorskip("nncf")
     out = tmp_path / "int8-ort"
     # no latency plan: on a 12 px model its timings may keep a layer float, and this test is about the record
-    args = ("--calib-size", "64", "--no-mixed-by-latency", *SMALL, "--out", out)
+    args = ("--calib-size", "64", "--no-mixed-by-latency", "--overflow-fix", "enable", *SMALL, "--out", out)
     r = invoke("quantize", "--model", teacher, "--method", "int8", *args)
     assert r.exit_code == 0, r.output
     assert "compute ops run as integer kernels on onnxruntime CPU" in r.output
     metrics = json.loads((out / "manifest.json").read_text())["metrics"]
     done, total = (int(v) for v in metrics["int8_ops"].split("/"))
+    assert metrics["overflow_fix"] == "enable" and isinstance(metrics["cpu_isa"], list)
     assert done == total > 0 and metrics["runtime"]["float_compute_nodes"] == []
     assert metrics["speed_verdict"] in ("faster", "slower", "not significantly faster")
     lo, hi = metrics["speedup_ci"]
