@@ -23,14 +23,20 @@ def library_versions() -> dict[str, str]:
 
 
 @functools.cache
-def cpu_name() -> str:
+def _cpuinfo() -> tuple[str, ...]:
+    """The lines of /proc/cpuinfo (empty where the OS has none)."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            return tuple(f)
     except OSError:
-        pass
+        return ()
+
+
+@functools.cache
+def cpu_name() -> str:
+    for line in _cpuinfo():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
@@ -41,14 +47,10 @@ _INT8_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp"
 @functools.cache
 def cpu_isa() -> tuple[str, ...]:
     """The INT8-relevant instruction-set features of this CPU (from /proc/cpuinfo; empty where unknown)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    have = set(line.split(":", 1)[1].split())
-                    return tuple(x for x in _INT8_ISA if x in have)
-    except OSError:
-        pass
+    for line in _cpuinfo():
+        if line.startswith(("flags", "Features")):
+            have = set(line.split(":", 1)[1].split())
+            return tuple(x for x in _INT8_ISA if x in have)
     return ()
 
 

@@ -71,6 +71,13 @@ def sensitivity_search(
     return restored, metrics
 
 
+def _scope_time(layers: list[str], report: dict[str, Any]) -> float:
+    """Profiled microseconds of every node named within the scopes of `layers` in a `runtime_report`."""
+    times = report["node_times_us"]
+    names = list(times)
+    return sum(times[n] for layer in layers for n in nodes_of(layer, names))
+
+
 def latency_candidates(
     layer_names: list[str], int8_report: dict[str, Any], float_report: dict[str, Any], margin: float = 0.0
 ) -> list[dict[str, Any]]:
@@ -80,12 +87,9 @@ def latency_candidates(
     every node named within its scope in the INT8 graph (the integer kernel, or the float kernel plus
     the DequantizeLinear in front of it when ORT did not fuse it).
     """
-    q_nodes, f_nodes = int8_report["node_times_us"], float_report["node_times_us"]
-    q_names, f_names = list(q_nodes), list(f_nodes)
     out = []
     for layer in layer_names:
-        q = sum(q_nodes[n] for n in nodes_of(layer, q_names))
-        f = sum(f_nodes[n] for n in nodes_of(layer, f_names))
+        q, f = _scope_time([layer], int8_report), _scope_time([layer], float_report)
         if q > 0 and f > 0 and q > f * (1.0 + margin):
             out.append({"layer": layer, "int8_us": q, "float_us": f, "cost_us": q - f})
     out.sort(key=lambda r: -r["cost_us"])
@@ -113,14 +117,11 @@ def latency_groups(
     a kind's INT8 cost can sit (regnet_y_400mf's grouped convs: faster as integer kernels by the profiler,
     yet the whole model 0.84x float with them in INT8, 0.99x with them in float).
     """
-    q_nodes, f_nodes = int8_report["node_times_us"], float_report["node_times_us"]
-    q_names, f_names = list(q_nodes), list(f_nodes)
     out = []
     for kind, layers in kinds.items():
         if not layers:
             continue
-        q = sum(q_nodes[n] for layer in layers for n in nodes_of(layer, q_names))
-        f = sum(f_nodes[n] for layer in layers for n in nodes_of(layer, f_names))
+        q, f = _scope_time(layers, int8_report), _scope_time(layers, float_report)
         if every or (q > 0 and f > 0 and q > f):
             out.append(
                 {

@@ -280,7 +280,6 @@ def _latency_candidates(float_path, model, layer_names, float_layers, runtime, s
 
     if not runtime or "node_times_us" not in runtime:
         return []
-    float_report = runtime_report(float_path, input_shape=(1, *model.input_shape), threads=config.threads)
     free = [n for n in layer_names if n not in float_layers]
     modules = dict(model.module.named_modules())
     kinds: dict[str, list[str]] = {}
@@ -289,6 +288,9 @@ def _latency_candidates(float_path, model, layer_names, float_layers, runtime, s
         if kind is not None:
             kinds.setdefault(kind, []).append(name)
     every = speed is not None and speed["verdict"] != FASTER
+    if not every and config.mixed_by_latency is None and not any(len(v) > 1 for v in kinds.values()):
+        return []  # a faster all-INT8 model with no kind to try: nothing the default would try; no float profile
+    float_report = runtime_report(float_path, input_shape=(1, *model.input_shape), threads=config.threads)
     groups = latency_groups(kinds, runtime, float_report, every=every)
     out = [{**g, "group": True} for g in groups if len(g["layers"]) > 1]
     grouped = {n for g in out for n in g["layers"]}
