@@ -48,7 +48,8 @@ class CRDConfig:
         momentum: memory update, entry = momentum * entry + (1 - momentum) * new (then normalised).
         crd_weight: weight of the contrastive loss (the paper's beta, 0.8).
         task_weight: weight of the task loss.
-        kd_weight: weight of an extra logit KD term (0: off), temperature `kd_temperature`.
+        kd_weight: weight of an extra logit KD term (0: off).
+        kd_temperature: softmax temperature of that KD term.
         train: the training loop's settings.
     """
 

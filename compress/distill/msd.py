@@ -40,7 +40,8 @@ class MSDConfig:
         feature_weight: weight of the feature-wise term (channels vs other channels).
         distill_weight: weight of the whole contrastive loss.
         task_weight: weight of the task loss.
-        kd_weight: weight of an extra logit KD term (0: off), temperature `kd_temperature`.
+        kd_weight: weight of an extra logit KD term (0: off).
+        kd_temperature: softmax temperature of that KD term.
         train: the training loop's settings.
     """
 
