@@ -21,6 +21,7 @@ _LAYERS = "Layers for both nets: auto or comma-separated names."
 @handle_errors
 @opt.with_model_loading
 def distill(
+    ctx: typer.Context,
     teacher: str = typer.Option(..., "--teacher", "-t", help="Teacher: run dir, checkpoint or model spec."),
     student: str = typer.Option(..., "--student", "-s", help=_STUDENT),
     method: str = typer.Option("funmatch", "--method", help=_METHOD),
@@ -45,28 +46,30 @@ def distill(
     trust_code: bool = opt.TrustCode,
     loading: opt.ModelLoading = None,
 ) -> None:
-    """Distill TEACHER into STUDENT with METHOD and save the student as DIR/model.pt with a manifest."""
-    from compress.cli.runs import execute, load_yaml_params, set_given
-    from compress.config import from_dict
+    """Distill TEACHER into STUDENT with METHOD and save the student as DIR/model.pt with a manifest.
+
+    Every field of the chosen method's config is an option (see the method options below, and
+    `compress methods distill`); --epochs, --lr, --batch-size, --optimizer and --seed set its training.
+    """
+    from compress.cli.fields import method_config
+    from compress.cli.runs import execute
     from compress.errors import RecipeError
     from compress.methods import get_method
 
-    spec = get_method("distill", method)
-    params = load_yaml_params(config)
-    train_params = dict(params.get("train") or {})
-    set_given(train_params, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, seed=seed)
-    if train_params:
-        params["train"] = train_params
-    fields = spec.config.__dataclass_fields__
+    fields = get_method("distill", method).config.__dataclass_fields__
+    layer_params = {}
     for side, value in (("teacher", teacher_layers or layers), ("student", student_layers or layers)):
         if value is None:
             continue
         key = f"{side}_layers" if f"{side}_layers" in fields else f"{side}_layer"
         if key not in fields:
             raise RecipeError(f"--layers: distill method '{method}' takes no layers")
-        params[key] = value if key.endswith("_layer") or value == "auto" else value.split(",")
-    where = str(config) if config else f"distill {method} options"
-    method_config = from_dict(spec.config, params, where=where)
+        layer_params[key] = value if key.endswith("_layer") or value == "auto" else value.split(",")
+    method_config = method_config(
+        ctx, "distill", method, config,
+        strict={"epochs": epochs, "lr": lr, "batch_size": batch_size, "optimizer": optimizer}, loose={"seed": seed},
+        extra=layer_params,
+    )  # fmt: skip
 
     data_cfg = data_config(data, task=task, image_size=image_size, channels=channels, limit=limit, seed=seed)
     execute(

@@ -20,6 +20,7 @@ from compress.cli import (
     run,
     train,
 )
+from compress.cli.fields import method_command
 
 app = typer.Typer(
     name="compress",
@@ -31,10 +32,10 @@ app = typer.Typer(
 )
 
 app.command("info")(info.info)
-app.command("train")(train.train)
-app.command("distill")(distill.distill)
-app.command("prune")(prune.prune)
-app.command("quantize")(quantize.quantize)
+app.command("train", cls=method_command("train"))(train.train)
+app.command("distill", cls=method_command("distill", covered=("teacher_layer", "student_layer")))(distill.distill)
+app.command("prune", cls=method_command("prune"))(prune.prune)
+app.command("quantize", cls=method_command("quantize"))(quantize.quantize)
 app.command("export")(export.export)
 app.command("bench")(bench.bench)
 app.command("build")(build.build)

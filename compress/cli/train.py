@@ -13,6 +13,7 @@ from compress.cli.common import data_config, handle_errors
 @handle_errors
 @opt.with_model_loading
 def train(
+    ctx: typer.Context,
     model: str = typer.Option(
         ..., "--model", "-m", help="Model spec: torchvision:NAME, builtin:NAME, checkpoint or run dir."
     ),
@@ -35,12 +36,17 @@ def train(
     trust_code: bool = opt.TrustCode,
     loading: opt.ModelLoading = None,
 ) -> None:
-    """Train a model (or fine-tune a checkpoint) and save it as DIR/model.pt with a manifest."""
+    """Train a model (or fine-tune a checkpoint) and save it as DIR/model.pt with a manifest.
+
+    Every field of the training loop's config is an option (see the method options below).
+    """
+    from compress.cli.fields import apply_fields, given_fields
     from compress.cli.runs import execute, load_yaml_params, set_given
     from compress.config import from_dict
     from compress.train.loop import TrainConfig
 
     params = load_yaml_params(config)
+    apply_fields("train", "supervised", TrainConfig, params, given_fields(ctx))
     set_given(params, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, seed=seed)
     train_config = from_dict(TrainConfig, params, where=str(config) if config else "train options")
     data_cfg = data_config(data, task=task, image_size=image_size, channels=channels, limit=limit, seed=seed)

@@ -60,7 +60,7 @@ class DynamicNMConfig:
         export_batch_parity: check ONNX against torch on this many inputs.
     """
 
-    levels: list[str] = field(default_factory=lambda: ["1:4", "2:4", "4:4"])
+    levels: list[str] = field(default_factory=lambda: ["1:4", "2:4", "4:4"], metadata={"cli_sep": ","})
     shares: list[float] | None = None
     onehot_weight: float = 0.1
     balance_weight: float = 0.5

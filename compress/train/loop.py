@@ -45,7 +45,9 @@ class TrainConfig:
         batch_size: per process.
         optimizer: sgd (with momentum), adam or adamw.
         lr: peak learning rate.
+        momentum: SGD momentum (Nesterov; sgd only).
         weight_decay: applied to conv/linear kernels; norms and biases too if `decay_norm_and_bias`.
+        decay_norm_and_bias: apply weight decay to normalisation weights and biases as well.
         schedule: constant, cosine (to zero) or step (x0.1 at 50% and 75%), after a linear warmup.
         warmup_epochs: linear warmup length (fractions allowed).
         grad_clip: clip the global gradient norm to this value (None: no clipping).
