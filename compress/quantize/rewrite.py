@@ -58,6 +58,34 @@ def _activation_quantizers(graph: Any, inits: dict[str, Any]) -> list[Any]:
     return [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits and len(n.input) >= 3]
 
 
+def _all_names(graph: Any) -> set[str]:
+    """Every tensor name of the graph: initializers, inputs, node outputs."""
+    names = {t.name for t in graph.initializer} | {i.name for i in graph.input}
+    return names | {o for n in graph.node for o in n.output}
+
+
+def _fresh_name(taken: set[str], stem: str, suffixes: tuple[str, ...] = ("",)) -> str:
+    """`stem`, or `stem_1`, `stem_2`, ...: the first for which no `name + suffix` is in `taken` (they join it)."""
+    name, k = stem, 0
+    while any(name + s in taken for s in suffixes):
+        k += 1
+        name = f"{stem}_{k}"
+    taken.update(name + s for s in suffixes)
+    return name
+
+
+def duplicate_initializers(graph: Any) -> list[str]:
+    """Initializer names written more than once. ONNX Runtime keeps the last copy and treats the name as a
+    graph input (not a constant), so no DequantizeLinear reading it joins an integer kernel."""
+    seen: set[str] = set()
+    dup: list[str] = []
+    for t in graph.initializer:
+        if t.name in seen and t.name not in dup:
+            dup.append(t.name)
+        seen.add(t.name)
+    return dup
+
+
 def _drop_unused(graph: Any) -> None:
     used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     for t in list(graph.initializer):
@@ -287,6 +315,7 @@ def apply_rewrites(path: Path, names: tuple[str, ...], calib: list[Any] | None =
         raise CompressError(f"unknown Q/DQ rewrite '{unknown[0]}'; available: {', '.join(fns)}, quantize_outputs")
     counts = {}
     model = onnx.load(str(path))
+    inherited = set(duplicate_initializers(model.graph))
     for name in names:
         if name == "quantize_outputs":
             tensors = unquantized_outputs(model)
@@ -300,6 +329,9 @@ def apply_rewrites(path: Path, names: tuple[str, ...], calib: list[Any] | None =
                 counts[name] = 0
         else:
             counts[name] = fns[name](model)
+        dup = [d for d in duplicate_initializers(model.graph) if d not in inherited]
+        if dup:
+            raise CompressError(f"Q/DQ rewrite '{name}' wrote initializer '{dup[0]}' twice ({len(dup)} names)")
     if any(counts.values()):
         onnx.save(model, str(path))
     return counts
@@ -588,6 +620,7 @@ def quantize_biases(model: Any) -> int:
     constants_to_initializers(graph)
     inits = {t.name: t for t in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
+    taken = _all_names(graph)
     count = 0
     for node in list(graph.node):
         if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or node.input[2] not in inits:
@@ -607,20 +640,22 @@ def quantize_biases(model: Any) -> int:
         scale = (s_x[0] * s_w).astype(np.float32)
         scale_full = np.broadcast_to(scale, bias.shape).astype(np.float32)
         q = np.clip(np.rint(bias / scale_full.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int32)
-        base = node.input[2]
-        graph.initializer.append(numpy_helper.from_array(q, f"{base}_int32"))
-        graph.initializer.append(numpy_helper.from_array(scale_full, f"{base}_int32_scale"))
-        graph.initializer.append(numpy_helper.from_array(np.zeros_like(q), f"{base}_int32_zp"))
+        # one name per conv: the exporter shares one bias tensor between convs with equal biases (all the
+        # zero biases of a random-init BatchNorm fold), and each conv's int32 bias has its own scale
+        base = _fresh_name(taken, f"{node.input[2]}_int32", ("", "_scale", "_zp", "_dq"))
+        graph.initializer.append(numpy_helper.from_array(q, base))
+        graph.initializer.append(numpy_helper.from_array(scale_full, f"{base}_scale"))
+        graph.initializer.append(numpy_helper.from_array(np.zeros_like(q), f"{base}_zp"))
         graph.node.append(
             helper.make_node(
                 "DequantizeLinear",
-                [f"{base}_int32", f"{base}_int32_scale", f"{base}_int32_zp"],
-                [f"{base}_dq_{count}"],
-                name=f"{node.name}_bias_DQ",
+                [base, f"{base}_scale", f"{base}_zp"],
+                [f"{base}_dq"],
+                name=f"{node.name or base}_bias_DQ",
                 axis=0,
             )
         )
-        node.input[2] = f"{base}_dq_{count}"
+        node.input[2] = f"{base}_dq"
         count += 1
     if count:
         _topological_sort(graph)

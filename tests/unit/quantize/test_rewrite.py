@@ -327,3 +327,54 @@ def test_nncf_pool_layout_runs_on_integers_through_the_ort_rules(tmp_path):
     assert counts["quantize_outputs"] >= 1 and counts["share_pool_grid"] == 1 and counts["quantize_biases"] == 2
     rep = runtime_report(path, runs=1)
     assert rep["integer_compute_ops"] == 2 and rep["conversion_ops"] == {"QuantizeLinear": 1, "DequantizeLinear": 1}
+
+
+def _shared_bias_chain(bias):
+    """Two convs reading one bias tensor, as the exporter writes equal biases (a random-init BatchNorm folds to
+    all-zero biases); their weight scales differ, so their int32 biases do too."""
+    nodes, inits = [], []
+    _qdq("input", "x", 0.05, np.uint8(128), nodes, inits)
+    _conv("x", "c1", 4, 8, nodes, inits, bias=False)
+    _qdq("c1", "a1", 0.04, np.uint8(128), nodes, inits)
+    _conv("a1", "c2", 8, 8, nodes, inits, bias=False)
+    next(t for t in inits if t.name == "c2_ws").CopyFrom(_init("c2_ws", np.full(8, 0.02, np.float32)))
+    _qdq("c2", "out", 0.05, np.uint8(128), nodes, inits)
+    inits.append(_init("shared_b", bias))
+    for n in nodes:
+        if n.op_type == "Conv":
+            n.input.append("shared_b")
+    return _model(nodes, inits, "out")
+
+
+@pytest.mark.parametrize("bias", ["zero", "nonzero"])
+def test_convs_sharing_one_bias_tensor_each_get_their_own_int32_bias_and_fuse(bias, tmp_path):
+    values = np.zeros(8, np.float32) if bias == "zero" else RNG.standard_normal(8).astype(np.float32) * 0.1
+    after = _save(_shared_bias_chain(values), tmp_path / "after.onnx")
+    assert apply_rewrites(after, ORT_REWRITES)["quantize_biases"] == 2
+    m = onnx.load(str(after))
+    names = [t.name for t in m.graph.initializer]
+    assert len(names) == len(set(names))  # one int32 bias (and scale) per conv, not two under one name
+    rep = runtime_report(after, runs=1)
+    assert rep["integer_compute_ops"] == rep["compute_ops"] == 2, rep["ops"]
+    # each conv's bias on its own grid (ORT's integer kernel reads the int32 as if its scale were s_x * s_w)
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    producer = {o: n for n in m.graph.node for o in n.output}
+    for conv in (n for n in m.graph.node if n.op_type == "Conv"):
+        dq_x, dq_w, dq_b = (producer[i] for i in conv.input)
+        s = inits[dq_x.input[1]] * inits[dq_w.input[1]]
+        np.testing.assert_array_equal(inits[dq_b.input[1]], s)
+        np.testing.assert_allclose(inits[dq_b.input[0]] * s, values, atol=0.5 * s.max() + 1e-9)
+
+
+def test_a_rewrite_that_writes_one_initializer_name_twice_is_an_error(tmp_path, monkeypatch):
+    from compress.errors import CompressError
+    from compress.quantize import rewrite
+
+    def twice(model):
+        model.graph.initializer.extend([_init("dup", np.float32(1.0)), _init("dup", np.float32(2.0))])
+        return 1
+
+    monkeypatch.setattr(rewrite, "share_pool_grid", twice)
+    path = _save(mobilenet_block(), tmp_path / "m.onnx")
+    with pytest.raises(CompressError, match="share_pool_grid.*'dup' twice"):
+        apply_rewrites(path, ("share_pool_grid",))
