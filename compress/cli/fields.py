@@ -220,7 +220,25 @@ def apply_fields(technique: str, method: str, config_cls: type, params: dict[str
             )
         if isinstance(value, list):
             value = _split(value, hints[name], fields[name])
+        elif isinstance(value, str) and _bare(hints[name]) is bool:  # a flag typed as text by another method
+            value = _truth(value, f"--{name.replace('_', '-')}", f"{technique} method '{method}'")
         params[name] = value
+
+
+def _bare(tp: Any) -> Any:
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else tp
+    return tp
+
+
+def _truth(text: str, flag: str, where: str) -> bool:
+    from compress.errors import RecipeError
+
+    words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+    if text.lower() not in words:
+        raise RecipeError(f"{flag}: {where} takes true or false, got '{text}'")
+    return words[text.lower()]
 
 
 def _split(values: list[str], tp: Any, f: dataclasses.Field) -> list[Any]:

@@ -136,3 +136,15 @@ def test_training_options_land_in_the_methods_training_section():
     assert params == {"epochs": 2, "lr": 0.01}  # its own fields, not a section
     kmeans = get_method("quantize", "kmeans").config
     assert fields.route_shared(kmeans, {}, strict={"epochs": 2}, loose={"seed": 1}) == ["epochs"]
+
+
+def test_a_flag_typed_as_text_by_one_method_is_a_switch_for_another():
+    nm = get_method("prune", "nm").config  # distill: bool here, a method name for channel pruning
+    params = {}
+    fields.apply_fields("prune", "nm", nm, params, {"distill": "true"})
+    assert params == {"distill": True}
+    with pytest.raises(Exception, match="takes true or false, got 'funmatch'"):
+        fields.apply_fields("prune", "nm", nm, params, {"distill": "funmatch"})
+    channel = get_method("prune", "channel").config
+    fields.apply_fields("prune", "channel", channel, params, {"distill": "funmatch"})
+    assert params["distill"] == "funmatch"
