@@ -147,3 +147,33 @@ def test_batchnorm_is_recalibrated_on_the_students_views_not_plain_images(digits
     assert FunMatchObjective(nn.Identity(), "classification", cfg).recalibrate_bn is False
     plain_cfg = FunMatchConfig(recalibrate_on="plain")
     assert FunMatchObjective(nn.Identity(), "classification", plain_cfg).recalibrate_bn is True
+
+
+def test_crd_default_is_the_papers_crd_plus_kd(digits, teacher, make_student):
+    """CRD alone trails plain training on small few-class data (crd.py docstring): the default adds
+    the logit KD term with weight 1, as the paper's CRD+KD; kd_weight 0 is CRD alone."""
+    from compress.distill import crd as crd_module
+    from compress.distill.taps import resolve_layers, shape_of
+
+    student = make_student().module.eval()
+    shape = digits.input_shape
+    tl = resolve_layers(teacher.module, "auto", shape, role="teacher", max_layers=1)[0]
+    sl = resolve_layers(student, "auto", shape, role="student", max_layers=1)[0]
+    tdim, sdim = shape_of(teacher.module, shape, [tl])[tl][1], shape_of(student, shape, [sl])[sl][1]
+    idx = torch.tensor([5, 0, 17, 3])
+    x = torch.stack([digits.train[int(i)][0] for i in idx])
+    y = torch.tensor([int(digits.train[int(i)][1]) for i in idx])
+    losses = {}
+    for name, cfg in (("default", CRDConfig()), ("alone", CRDConfig(kd_weight=0.0))):
+        torch.manual_seed(0)
+        heads = {"embed_s": torch.nn.Linear(sdim, cfg.feat_dim), "embed_t": torch.nn.Linear(tdim, cfg.feat_dim)}
+        obj = crd_module.CRDObjective(teacher.module, "classification", tl, sl, heads, len(digits.train), cfg)
+        obj.setup(student, torch.device("cpu"))
+        losses[name] = obj.loss(student, heads, (x, y, idx), _step())
+        obj.close()
+    assert CRDConfig().kd_weight == 1.0 and "kd" in losses["default"][1] and "kd" not in losses["alone"][1]
+    with torch.no_grad():
+        kd = kd_loss(student(x), teacher.module(x), CRDConfig().kd_temperature)
+    assert kd > 0 and torch.allclose(losses["default"][0] - losses["alone"][0], kd, atol=1e-5)
+    with pytest.raises(ValueError, match="kd_weight"):
+        CRDConfig(kd_weight=-1.0)
