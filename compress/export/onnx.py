@@ -15,6 +15,7 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +41,8 @@ class ExportConfig:
         bake_preprocessing: put the model's mean/std normalisation inside the graph, so the deployed
             model takes plain [0, 1] images. Either way the file's metadata (`compress.preprocessing`)
             says what its inputs need, and `bench`/`check` prepare data by it.
+        constant_folding: fold constant subgraphs (TorchScript exporter). Off keeps every initializer
+            under its parameter name and a weight computed in forward (codebook indices) in the graph.
     """
 
     opset: int = 18
@@ -50,6 +53,7 @@ class ExportConfig:
     rtol: float = 1e-3
     min_top1_agreement: float = 0.99
     bake_preprocessing: bool = False
+    constant_folding: bool = True
 
     def __post_init__(self) -> None:
         if not 7 <= self.opset <= 23:
@@ -58,8 +62,18 @@ class ExportConfig:
             raise ValueError("parity_batch must be at least 1")
 
 
-def export_onnx(model: Model, path: str | Path, config: ExportConfig | None = None) -> dict[str, Any]:
-    """Export `model` to `path` and check it; returns the export report (exporter, parity, size)."""
+def export_onnx(
+    model: Model,
+    path: str | Path,
+    config: ExportConfig | None = None,
+    *,
+    rewrite: Callable[[Path], None] | None = None,
+) -> dict[str, Any]:
+    """Export `model` to `path` and check it; returns the export report (exporter, parity, size).
+
+    `rewrite(path)`, if given, edits the exported file in place before the checks (e.g. integer weights
+    behind DequantizeLinear); parity is then checked on the rewritten file.
+    """
     import torch
 
     config = config or ExportConfig()
@@ -93,6 +107,8 @@ def export_onnx(model: Model, path: str | Path, config: ExportConfig | None = No
                 )
         if used is None:
             raise ModelError(f"ONNX export of {model.name} failed ({'; '.join(errors)})")
+        if rewrite is not None:
+            rewrite(tmp)
         _check(tmp)
         if prep:
             _set_metadata(tmp, PREPROCESSING_KEY, json.dumps(prep))
@@ -203,7 +219,7 @@ def _export(module, example, path: Path, exporter: str, config: ExportConfig) ->
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
                 dynamic_axes=axes,
-                do_constant_folding=True,
+                do_constant_folding=config.constant_folding,
             )
 
 

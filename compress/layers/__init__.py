@@ -10,6 +10,7 @@ from compress.layers.attention import PrunableAttention
 from compress.layers.bitwise import BitwiseConv2d, BitwiseLinear, BitwiseWeight
 from compress.layers.codebook import CodebookConv2d, CodebookLinear, CodebookWeight
 from compress.layers.geometry import ConvGeometry, LinearGeometry
+from compress.layers.quantized import QuantizedWeight
 from compress.layers.registry import LAYERS, LayerSpec, build_layer, describe_layer, layer_key, register_layer
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "LayerSpec",
     "LinearGeometry",
     "PrunableAttention",
+    "QuantizedWeight",
     "build_layer",
     "describe_layer",
     "layer_key",

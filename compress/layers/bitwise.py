@@ -8,13 +8,13 @@ most significant bits (the sign counted first) receive gradients.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
 from compress.layers.geometry import ConvGeometry, LinearGeometry
+from compress.layers.quantized import QuantizedWeight
 from compress.layers.registry import register_layer
 
 
@@ -27,7 +27,7 @@ def _sign(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, 1.0, -1.0).to(x.dtype) + (x - x.detach())
 
 
-class BitwiseWeight(nn.Module):
+class BitwiseWeight(QuantizedWeight):
     """Virtual bits, sign and scale of one layer's weight."""
 
     def _init_bits(self, weight_shape: list[int], bits: int, trained: int) -> None:
@@ -51,7 +51,7 @@ class BitwiseWeight(nn.Module):
         s = self.sign if self.sign_trained else self.sign.detach()
         return _sign(s) * mag
 
-    def weight(self) -> torch.Tensor:
+    def weight_value(self) -> torch.Tensor:
         return self.alpha * self.integer_weight()
 
     def set_from_integers(self, q: torch.Tensor, alpha: float) -> None:
@@ -62,11 +62,6 @@ class BitwiseWeight(nn.Module):
                 self.magnitude[i] = torch.where((mag >> i) & 1 == 1, 0.01, -0.01)
             self.sign.copy_(torch.where(q < 0, -0.01, 0.01))
             self.alpha.fill_(alpha)
-
-    def logical_params(self) -> int:
-        """Weights and biases this layer stands for (its storage is counted separately)."""
-        bias = getattr(self, "bias", None)
-        return math.prod(self.weight_shape) + (bias.numel() if bias is not None else 0)
 
     def int8_weight(self) -> torch.Tensor:
         with torch.no_grad():
@@ -83,12 +78,6 @@ class BitwiseConv2d(ConvGeometry, BitwiseWeight):
     def get_config(self) -> dict[str, Any]:
         return {**self.conv_config(), "bits": self.bits, "trained_bits": self.trained_bits}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x, self.weight())
-
-    def to_float(self) -> nn.Conv2d:
-        return self.float_conv(self.weight())
-
 
 class BitwiseLinear(LinearGeometry, BitwiseWeight):
     """A Linear whose weight is alpha * sign * sum_i H(b_i) 2^i."""
@@ -99,12 +88,6 @@ class BitwiseLinear(LinearGeometry, BitwiseWeight):
 
     def get_config(self) -> dict[str, Any]:
         return {**self.linear_config(), "bits": self.bits, "trained_bits": self.trained_bits}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x, self.weight())
-
-    def to_float(self) -> nn.Linear:
-        return self.float_linear(self.weight())
 
 
 register_layer(BitwiseConv2d, key="compress.BitwiseConv2d", aliases=["compress.quantize.bitwise.BitwiseConv2d"])

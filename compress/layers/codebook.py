@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from compress.layers.geometry import ConvGeometry, LinearGeometry
+from compress.layers.quantized import QuantizedWeight
 from compress.layers.registry import register_layer
 
 
@@ -39,7 +40,7 @@ def unpack_indices(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     return (planes * powb).sum(1).to(torch.int64)
 
 
-class CodebookWeight(nn.Module):
+class CodebookWeight(QuantizedWeight):
     """Packed indices + codebooks + channel groups, dequantised with a Gather in forward."""
 
     def _init_storage(self, weight_shape: list[int], bits: int, groups: int) -> None:
@@ -58,15 +59,10 @@ class CodebookWeight(nn.Module):
     def indices(self) -> torch.Tensor:
         return unpack_indices(self.packed, self.bits, math.prod(self.weight_shape)).reshape(self.weight_shape[0], -1)
 
-    def dequantized_weight(self) -> torch.Tensor:
+    def weight_value(self) -> torch.Tensor:
         k = 2**self.bits
         idx = self.indices() + self.channel_group.to(torch.int64).reshape(-1, 1) * k
         return self.codebooks.reshape(-1)[idx.reshape(-1)].reshape(self.weight_shape)
-
-    def logical_params(self) -> int:
-        """Weights and biases this layer stands for (its storage is counted separately)."""
-        bias = getattr(self, "bias", None)
-        return math.prod(self.weight_shape) + (bias.numel() if bias is not None else 0)
 
     def storage_bits(self) -> int:
         """Bits of the quantized weight: packed indices + codebooks (fp32) + group ids (uint8)."""
@@ -90,9 +86,6 @@ class CodebookConv2d(ConvGeometry, CodebookWeight):
     def get_config(self) -> dict[str, Any]:
         return {**self.conv_config(), "bits": self.bits, "codebook_groups": self.groups}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x, self.dequantized_weight())
-
 
 class CodebookLinear(LinearGeometry, CodebookWeight):
     """A Linear whose weight is stored as packed codebook indices."""
@@ -110,9 +103,6 @@ class CodebookLinear(LinearGeometry, CodebookWeight):
 
     def get_config(self) -> dict[str, Any]:
         return {**self.linear_config(), "bits": self.bits, "codebook_groups": self.groups}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x, self.dequantized_weight())
 
 
 register_layer(CodebookConv2d, key="compress.CodebookConv2d", aliases=["compress.quantize.codebook.CodebookConv2d"])

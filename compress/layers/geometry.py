@@ -63,12 +63,12 @@ class ConvGeometry:
             "bias": self.bias is not None,
         }
 
-    def conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def apply_weight(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.conv2d(
             x, weight, self.bias, self.stride, self.padding, self.dilation, self.conv_groups
         )
 
-    def float_conv(self, weight: torch.Tensor) -> nn.Conv2d:
+    def float_layer(self, weight: torch.Tensor) -> nn.Conv2d:
         """A plain Conv2d with this geometry and `weight`."""
         conv = nn.Conv2d(
             self.in_channels,
@@ -99,10 +99,10 @@ class LinearGeometry:
     def linear_config(self) -> dict[str, Any]:
         return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None}
 
-    def linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def apply_weight(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.linear(x, weight, self.bias)
 
-    def float_linear(self, weight: torch.Tensor) -> nn.Linear:
+    def float_layer(self, weight: torch.Tensor) -> nn.Linear:
         """A plain Linear with these sizes and `weight`."""
         lin = nn.Linear(self.in_features, self.out_features, self.bias is not None)
         with torch.no_grad():

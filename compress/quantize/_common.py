@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.errors import DataError
+from compress.errors import DataError, RecipeError
 
 
 def calibration_batches(data: Any, size: int, batch_size: int = 32) -> list[torch.Tensor]:
@@ -70,6 +70,24 @@ def workdir(ctx: Any, name: str) -> Path:
 def quantizable_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
     """Conv and Linear layers (the ones whose weights the methods quantize)."""
     return [(n, m) for n, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear))]
+
+
+def weight_layers(module: nn.Module, skip: list[str]) -> list[tuple[str, nn.Module]]:
+    """The Conv2d / Linear layers a weight format (codebooks, trained bits) replaces: all but those whose
+    name fully matches a `skip` pattern; a pattern that matches no such layer is an error."""
+    import re
+
+    layers = [(n, m) for n, m in quantizable_layers(module) if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for p in skip:
+        if not any(re.fullmatch(p, n) for n, _ in layers):
+            raise RecipeError(f"skip pattern {p!r} matches no Conv/Linear layer")
+    return [(n, m) for n, m in layers if not any(re.fullmatch(p, n) for p in skip)]
+
+
+def replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
+    """Put `new` where the submodule at dotted `path` was."""
+    parent, _, name = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, new)
 
 
 def float_weight_count(module: nn.Module) -> int:

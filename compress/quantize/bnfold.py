@@ -6,6 +6,8 @@ from pathlib import Path
 
 from torch import nn
 
+from compress.quantize._common import replace_module
+
 
 def fold_batchnorm_onnx(src: Path, dst: Path) -> None:
     """ONNX Runtime's basic optimisation folds BN (and constants) into the convolutions; standard ops only."""
@@ -49,11 +51,6 @@ def fold_batchnorm_torch(module: nn.Module) -> nn.Module:
         if not isinstance(conv, nn.Conv2d) or type(conv) is not nn.Conv2d:
             continue
         fused = fuse_conv_bn_eval(conv, mods[node.target])
-        _replace(module, src.target, fused)
-        _replace(module, node.target, nn.Identity())
+        replace_module(module, src.target, fused)
+        replace_module(module, node.target, nn.Identity())
     return module
-
-
-def _replace(root: nn.Module, path: str, new: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, name, new)

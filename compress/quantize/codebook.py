@@ -27,7 +27,6 @@ small checkpoint and the ONNX file keeps the packed indices too.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +43,9 @@ from compress.quantize._common import (
     calibration_batches,
     file_size,
     ort_metrics,
-    quantizable_layers,
+    replace_module,
     runtime_metrics,
+    weight_layers,
     workdir,
 )
 
@@ -229,19 +229,6 @@ def jlcm_layer(
 
 
 # ------------------------------------------------------------------------------------------ the methods
-def _targets(module: nn.Module, skip: list[str]) -> list[tuple[str, nn.Module]]:
-    layers = [(n, m) for n, m in quantizable_layers(module) if isinstance(m, (nn.Conv2d, nn.Linear))]
-    for p in skip:
-        if not any(re.fullmatch(p, n) for n, _ in layers):
-            raise RecipeError(f"skip pattern {p!r} matches no Conv/Linear layer")
-    return [(n, m) for n, m in layers if not any(re.fullmatch(p, n) for p in skip)]
-
-
-def _replace(root: nn.Module, path: str, new: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, name, new)
-
-
 def _codebook_layer(layer: nn.Module, bits: int, groups: int) -> CodebookWeight:
     if isinstance(layer, nn.Conv2d):
         return CodebookConv2d.from_conv(layer, bits, groups)
@@ -269,7 +256,7 @@ def quantize_codebook(
     generator = torch.Generator().manual_seed(config.seed)
     stats: dict[str, Any] = {}
     bits_total, weights_total = 0, 0
-    for name, layer in _targets(module, config.skip):
+    for name, layer in weight_layers(module, config.skip):
         if learn and batches:
             inputs = _layer_inputs(module, layer, batches)
             idx, gid, cb, s = jlcm_layer(layer, inputs, config.bits, config.groups, config, generator)
@@ -280,7 +267,7 @@ def quantize_codebook(
             idx, s = assign(w, gid, cb), {}
         new = _codebook_layer(layer, config.bits, int(cb.shape[0]))
         new.set_weight(idx, cb, gid)
-        _replace(module, name, new)
+        replace_module(module, name, new)
         stats[name] = s
         bits_total += new.storage_bits()
         weights_total += layer.weight.numel()
@@ -294,34 +281,12 @@ def quantize_codebook(
     }
 
 
-def export_codebook_onnx(model: Model, path, *, opset: int = 17) -> dict[str, Any]:
-    """ONNX export keeping packed indices + codebooks (no constant folding), checked against torch in ORT."""
-    import contextlib
-    import io
-    import warnings
+def export_codebook_onnx(model: Model, path) -> dict[str, Any]:
+    """ONNX keeping packed indices + codebooks (no constant folding), checked against torch in ORT; the parity."""
+    from compress.export.onnx import ExportConfig, export_onnx
 
-    from compress.errors import BackendError
-    from compress.export.onnx import INPUT_NAME, OUTPUT_NAME, ExportConfig, check_parity
-
-    module = model.module.eval()
-    example = torch.rand(2, *model.input_shape, generator=torch.Generator().manual_seed(0))
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (example,),
-            str(path),
-            dynamo=False,
-            opset_version=opset,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            do_constant_folding=False,
-        )
-    parity = check_parity(module, path, model.input_shape, ExportConfig(atol=1e-4, rtol=1e-4), task=model.task)
-    if not parity["ok"]:
-        raise BackendError(f"codebook ONNX parity failed: max abs diff {parity['max_abs_diff']:.3g}")
-    return parity
+    config = ExportConfig(exporter="torchscript", opset=17, constant_folding=False, atol=1e-4, rtol=1e-4)
+    return export_onnx(model, path, config)["parity"]
 
 
 def _finish(out: Model, stats: dict[str, Any], ctx: Context, name: str, params: dict[str, Any]) -> Result:

@@ -78,7 +78,7 @@ def _assert_same_network(loaded, model):
     with torch.no_grad():
         assert torch.equal(loaded.module(x), model.module(x))
         assert torch.equal(loaded.module.attn(tokens, tokens, tokens)[0], model.module.attn(tokens, tokens, tokens)[0])
-        assert torch.equal(loaded.module.aux.weight(), model.module.aux.weight())
+        assert torch.equal(loaded.module.aux.weight_value(), model.module.aux.weight_value())
     assert isinstance(loaded.module.stem[0], CodebookConv2d) and isinstance(loaded.module.fc, CodebookLinear)
 
 

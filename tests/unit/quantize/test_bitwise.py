@@ -29,14 +29,14 @@ def test_weights_are_integer_multiples_of_alpha(result):
         if isinstance(m, BitwiseWeight):
             q = m.integer_weight().detach()
             assert torch.equal(q, q.round()) and float(q.abs().max()) <= 31
-            assert torch.equal(m.weight().detach(), m.alpha * q)
+            assert torch.equal(m.weight_value().detach(), m.alpha * q)
 
 
 def test_onnx_weights_dequantize_bit_exactly(result):
     model = onnx.load(str(result.onnx))
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     torch_w = {
-        f"{n}.weight": m.weight().detach().numpy()
+        f"{n}.weight": m.weight_value().detach().numpy()
         for n, m in result.model.module.named_modules()
         if isinstance(m, BitwiseWeight)
     }
@@ -55,7 +55,7 @@ def test_sparsity_counts_exact_zeros():
     layer = BitwiseLinear(4, 2, False, 4, 4)
     q = torch.tensor([[0, 1, -3, 0], [7, 0, -7, 2]], dtype=torch.float32)
     layer.set_from_integers(q, 0.5)
-    assert torch.equal(layer.weight().detach(), q * 0.5)
+    assert torch.equal(layer.weight_value().detach(), q * 0.5)
     s = weight_sparsity(torch.nn.Sequential(layer))
     assert s["zero_weights"] == 3 and s["sparsity"] == pytest.approx(3 / 8)
 

@@ -51,7 +51,7 @@ def test_codebook_method_small_checkpoint_and_onnx_matching_torch(trained, digit
     assert len(layers) == 5
     for m in layers:
         assert m.codebooks.shape[1] == 8 and int(m.indices().max()) < 8
-        assert len(torch.unique(m.dequantized_weight())) <= 8 * m.codebooks.shape[0]
+        assert len(torch.unique(m.weight_value())) <= 8 * m.codebooks.shape[0]
     assert 3.0 <= r.metrics["bits_per_weight"] < 3.6
     float_bytes = 4 * r.metrics["quantized_weights"]
     assert r.metrics["onnx_bytes"] < 0.5 * float_bytes and r.metrics["size_bytes"] < 0.5 * float_bytes
