@@ -54,6 +54,12 @@ class Int8Config:
             matmul), first_layer (NNCF's default), disable, or auto: enable where ONNX Runtime's x86
             u8 x s8 kernels saturate (a CPU without VNNI: top-1 agreement of random-init resnet18 with
             float 77% -> 88%), else first_layer. The deployment CPU is assumed to be this one.
+        output_ranges: how the tensors compress quantizes itself for the target (conv / matmul outputs
+            read by float ops, squeeze-excitation operands, pooled vectors) get their ranges: mse (the
+            clipped range whose grid has the least squared error), percentile (the 0.01% / 99.99%
+            points of the calibration values) or mean_minmax (NNCF's mean of per-sample extremes).
+            Top-1 agreement with float, mse vs mean_minmax: convnext_tiny 94.5 vs 89.1%,
+            efficientnet_b0 61.3 vs 58.6% (random init, see `rewrite.tensor_ranges`).
         ignored: regular expressions over module names (e.g. "fc", "layer1\\..*") kept in float.
         qat_epochs: > 0 fine-tunes the quantized model through the shared training loop (QAT).
         qat_lr: learning rate of QAT (Adam).
@@ -84,6 +90,7 @@ class Int8Config:
     preset: Literal["auto", "performance", "mixed"] = "auto"
     target: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
     overflow_fix: Literal["auto", "enable", "first_layer", "disable"] = "auto"
+    output_ranges: Literal["mse", "percentile", "mean_minmax"] = "mse"
     ignored: list[str] = field(default_factory=list)
     qat_epochs: int = 0
     qat_lr: float = 1e-4

@@ -91,10 +91,15 @@ def single_samples(calib: list[torch.Tensor]) -> list[torch.Tensor]:
     return [x[i : i + 1] for x in calib for i in range(len(x))]
 
 
-def place_for_target(path: Path, target: str, calib: list[torch.Tensor] | None = None) -> dict[str, int]:
-    """Rewrite the Q/DQ file at `path` the way `target`'s rules want; counts per rewrite."""
+def place_for_target(
+    path: Path, target: str, calib: list[torch.Tensor] | None = None, output_ranges: str = "mse"
+) -> dict[str, int]:
+    """Rewrite the Q/DQ file at `path` the way `target`'s rules want; counts per rewrite.
+
+    `output_ranges`: how the tensors the rewrites quantize get their ranges (`rewrite.tensor_ranges`).
+    """
     rules = rules_for(target)
-    counts = apply_rewrites(path, rules.rewrites, [x.numpy() for x in calib] if calib else None)
+    counts = apply_rewrites(path, rules.rewrites, [x.numpy() for x in calib] if calib else None, output_ranges)
     if rules.signed_only:
         counts["to_signed_int8"] = to_signed_int8(path)
     return counts
@@ -119,7 +124,7 @@ def quantize_onnx(
         q = _nncf_quantize(nncf, model, dataset, scope, config)
     onnx.save(q, str(out))
     folded.unlink(missing_ok=True)
-    return place_for_target(out, config.target, calib)
+    return place_for_target(out, config.target, calib, config.output_ranges)
 
 
 class _NativeFakeQuant(nn.Module):
@@ -196,7 +201,7 @@ def quantize_torch(
         ExportConfig(exporter="torchscript", opset=17, atol=5e-2, rtol=5e-2, min_top1_agreement=0.9),
     )
     fold_weight_quantizers(out)
-    return place_for_target(out, config.target, calib)
+    return place_for_target(out, config.target, calib, config.output_ranges)
 
 
 class _Root(nn.Module):

@@ -295,10 +295,13 @@ def fold_weight_quantizers(path: Path) -> int:
     return folded
 
 
-def apply_rewrites(path: Path, names: tuple[str, ...], calib: list[Any] | None = None) -> dict[str, int]:
+def apply_rewrites(
+    path: Path, names: tuple[str, ...], calib: list[Any] | None = None, range_estimator: str = "mse"
+) -> dict[str, int]:
     """Run the named rewrites on the file at `path` (in order) and save it; counts per rewrite.
 
-    `quantize_outputs` observes its ranges on `calib` (input batches) through the file itself.
+    `quantize_outputs` observes its ranges on `calib` (input batches) through the file itself, with
+    `range_estimator` (see `tensor_ranges`).
     """
     import onnx
 
@@ -323,7 +326,7 @@ def apply_rewrites(path: Path, names: tuple[str, ...], calib: list[Any] | None =
             tensors += [t for t in unquantized_pools(model) if t not in tensors]
             if tensors and calib:
                 onnx.save(model, str(path))
-                ranges = tensor_ranges(path, tensors, calib)
+                ranges = tensor_ranges(path, tensors, calib, range_estimator)
                 counts[name] = quantize_outputs(model, ranges)
             else:
                 counts[name] = 0
@@ -476,15 +479,31 @@ def _topological_sort(graph: Any) -> None:
     graph.node.extend(ordered)
 
 
-def tensor_ranges(path: Path, names: list[str], batches: list[Any]) -> dict[str, tuple[float, float]]:
-    """Range of the named tensors of the ONNX model at `path` over calibration `batches` (ORT, unoptimised):
-    the mean over samples of each sample's min and max.
+RANGE_ESTIMATORS = ("mse", "percentile", "mean_minmax")
+RANGE_SAMPLES = 65536  # values kept per tensor and batch for the mse / percentile estimators
+RANGE_QUANTILE = 1e-4  # the percentile estimator's tail: the 0.01% and 99.99% points
 
-    This is NNCF's estimator for per-tensor activations (MEAN_MINMAX), so the tensors quantized here
-    get ranges like those NNCF gave their neighbours. The extremes over the whole calibration set
-    (the previous estimator) are set by the one most extreme image, a coarse grid for all others: on
-    random-init efficientnet_b0 (SiLU pre-activations quantized here) the relative logit error of
-    INT8 was 0.323 with them, 0.295 with this (photo-crop seed 0; mobilenet_v3_large: within noise).
+
+def tensor_ranges(
+    path: Path, names: list[str], batches: list[Any], estimator: str = "mse"
+) -> dict[str, tuple[float, float]]:
+    """Quantization range of the named tensors of the ONNX model at `path` over calibration `batches`
+    (ORT, unoptimised).
+
+    The tensors this module quantizes are conv / matmul outputs read by float ops (GELU, SiLU, a bias
+    Add), squeeze-excitation operands and pooled vectors. Estimators:
+    - `mse` (default): of the ranges a * (min, max) over the calibration values, a in [0.2, 1], the one
+      whose uint8 grid reproduces a seeded sample of the values (at most `RANGE_SAMPLES` per batch)
+      with the least squared error: it clips a long tail only where that buys a finer grid for the rest.
+    - `percentile`: the 0.01% and 99.99% points of that sample.
+    - `mean_minmax`: the mean over samples of each sample's min and max, NNCF's estimator for
+      per-tensor activations (MEAN_MINMAX).
+    Top-1 agreement with float on 128 held-out photo crops (random-init networks, BN re-estimated,
+    224 px; calibration seeds: convnext 1, the others 2), mean_minmax / mse / percentile:
+    convnext_tiny 89.1 / 94.5 / 95.3% (95.3% with those tensors left in float, which costs 16 of 59
+    integer kernels); efficientnet_b0 58.6 / 61.3 / 50.8%; mobilenet_v3_large 57.0 / 58.2 / 55.9%;
+    regnet_y_400mf 49.2 / 51.2 / 50.4%. The percentile clips SiLU pre-activations whose rare large
+    values matter.
     """
     import tempfile
 
@@ -492,9 +511,15 @@ def tensor_ranges(path: Path, names: list[str], batches: list[Any]) -> dict[str,
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
+    if estimator not in RANGE_ESTIMATORS:
+        raise CompressError(f"unknown range estimator '{estimator}'; available: {', '.join(RANGE_ESTIMATORS)}")
     model = onnx.load(str(path))
     for name in names:
         model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    rng = np.random.default_rng(0)
+    lows: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    highs: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    samples: dict[str, list[np.ndarray]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "probe.onnx"
         onnx.save(model, str(probe))
@@ -503,8 +528,6 @@ def tensor_ranges(path: Path, names: list[str], batches: list[Any]) -> dict[str,
         so.log_severity_level = 3
         sess = ort.InferenceSession(str(probe), so, providers=["CPUExecutionProvider"])
         input_name = sess.get_inputs()[0].name
-        lows: dict[str, list[np.ndarray]] = {n: [] for n in names}
-        highs: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for x in batches:
             x = np.asarray(x, dtype=np.float32)
             values = sess.run(names, {input_name: x})
@@ -512,7 +535,34 @@ def tensor_ranges(path: Path, names: list[str], batches: list[Any]) -> dict[str,
                 per_sample = v.reshape(len(x), -1) if v.ndim and v.shape[0] == len(x) else v.reshape(1, -1)
                 lows[n].append(per_sample.min(axis=1))
                 highs[n].append(per_sample.max(axis=1))
-    return {n: (float(np.concatenate(lows[n]).mean()), float(np.concatenate(highs[n]).mean())) for n in names}
+                if estimator != "mean_minmax":
+                    flat = v.reshape(-1)
+                    keep = flat if flat.size <= RANGE_SAMPLES else flat[rng.integers(0, flat.size, RANGE_SAMPLES)]
+                    samples[n].append(keep.astype(np.float32, copy=True))
+    out = {}
+    for n in names:
+        lo, hi = np.concatenate(lows[n]), np.concatenate(highs[n])
+        if estimator == "mean_minmax":
+            out[n] = (float(lo.mean()), float(hi.mean()))
+        elif estimator == "percentile":
+            s = np.concatenate(samples[n])
+            out[n] = (float(np.quantile(s, RANGE_QUANTILE)), float(np.quantile(s, 1.0 - RANGE_QUANTILE)))
+        else:
+            out[n] = _mse_range(np.concatenate(samples[n]), float(lo.min()), float(hi.max()))
+    return out
+
+
+def _mse_range(values: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
+    """The range a * (lo, hi), a in [0.2, 1], whose asymmetric uint8 grid reproduces `values` best."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    best = (np.inf, lo, hi)
+    for a in np.linspace(0.2, 1.0, 33):
+        scale = max(a * (hi - lo), 1e-8) / 255.0
+        zp = np.clip(np.rint(-a * lo / scale), 0, 255)
+        err = float(np.mean(((np.clip(np.rint(values / scale) + zp, 0, 255) - zp) * scale - values) ** 2))
+        if err < best[0]:
+            best = (err, a * lo, a * hi)
+    return best[1], best[2]
 
 
 SHAPE_OPS = ("Flatten", "Reshape", "Squeeze", "Unsqueeze")

@@ -196,3 +196,20 @@ def test_overflow_fix_puts_every_weight_in_half_the_int8_range(trained, digits, 
     assert half.metrics["overflow_fix"] == "enable" and widest(half.onnx) <= 64
     assert full.metrics["overflow_fix"] == "disable" and widest(full.onnx) > 64
     assert half.metrics["accuracy_drop"] <= 0.05
+
+
+def test_output_ranges_reach_the_rewrites_and_default_to_mse(trained, digits, tmp_path, monkeypatch):
+    import compress.quantize.nncf_adapter as adapter
+
+    seen = []
+    real = adapter.apply_rewrites
+
+    def spy(path, names, calib=None, range_estimator="unset"):
+        seen.append(range_estimator)
+        return real(path, names, calib, range_estimator)
+
+    monkeypatch.setattr(adapter, "apply_rewrites", spy)
+    assert Int8Config().output_ranges == "mse"
+    _run(trained, digits, tmp_path / "a", speed_check=False)
+    _run(trained, digits, tmp_path / "b", speed_check=False, output_ranges="mean_minmax")
+    assert seen == ["mse", "mean_minmax"]

@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from compress.backends.onnxruntime import runtime_report
+from compress.errors import CompressError
 from compress.quantize.rewrite import (
     absorb_activations,
     activations_to_uint8,
@@ -267,9 +268,51 @@ def test_observed_ranges_are_the_mean_of_each_samples_extremes_whatever_the_batc
     lo = 2 * samples.reshape(6, -1).min(1).mean()
     hi = 2 * samples.reshape(6, -1).max(1).mean()
     for batches in ([samples[i : i + 1] for i in range(6)], [samples[:4], samples[4:]]):
-        got = tensor_ranges(path, ["t"], batches)["t"]
+        got = tensor_ranges(path, ["t"], batches, "mean_minmax")["t"]
         np.testing.assert_allclose(got, (lo, hi), rtol=1e-5)
     assert hi < 0.5 * 2 * samples.max()  # not the extremes over the whole set
+
+
+def _scaled_tensor_model(tmp_path):
+    inits = [_init("two", np.float32(2.0))]
+    nodes = [helper.make_node("Mul", ["input", "two"], ["t"]), helper.make_node("Relu", ["t"], ["out"])]
+    return _save(_model(nodes, inits, "out", shape=("N", 4, 8, 8)), tmp_path / "m.onnx")
+
+
+def test_percentile_ranges_leave_out_rare_outliers_and_follow_the_bulk(tmp_path):
+    path = _scaled_tensor_model(tmp_path)
+    samples = RNG.standard_normal((40, 4, 8, 8)).astype(np.float32)  # 10,240 values
+    samples[3, 0, 0, 0], samples[7, 1, 2, 3] = 60.0, -45.0  # two extreme values
+    lo, hi = tensor_ranges(path, ["t"], [samples[:16], samples[16:]], "percentile")["t"]
+    ref = 2 * np.quantile(samples, [1e-4, 1 - 1e-4])  # every value is kept below RANGE_SAMPLES per batch
+    np.testing.assert_allclose((lo, hi), ref, rtol=1e-5)
+    assert -10 < lo < -5 and 5 < hi < 10  # the bulk's tails (2 x 3.7 sd), not the outliers
+    mm_lo, mm_hi = tensor_ranges(path, ["t"], [samples[:16], samples[16:]], "mean_minmax")["t"]
+    assert mm_hi > hi  # the per-sample extremes include the outlier image's 120
+
+
+def test_mse_range_clips_outliers_and_keeps_a_full_uniform_range():
+    from compress.quantize.rewrite import _mse_range
+
+    uniform = np.linspace(-1.0, 3.0, 20001).astype(np.float32)
+    lo, hi = _mse_range(uniform, float(uniform.min()), float(uniform.max()))
+    assert (lo, hi) == pytest.approx((-1.0, 3.0))  # clipping a uniform tensor only adds error
+    heavy = np.random.default_rng(0).laplace(size=20000).astype(np.float32)  # long tails: clipping pays
+
+    def err(lo: float, hi: float) -> float:
+        scale = (hi - lo) / 255.0
+        zp = np.clip(np.rint(-lo / scale), 0, 255)
+        return float(np.mean(((np.clip(np.rint(heavy / scale) + zp, 0, 255) - zp) * scale - heavy) ** 2))
+
+    lo, hi = _mse_range(heavy, float(heavy.min()), float(heavy.max()))
+    assert heavy.min() < lo < 0 < hi < heavy.max()
+    assert err(lo, hi) < err(float(heavy.min()), float(heavy.max()))
+
+
+def test_unknown_range_estimator_is_an_error_naming_the_choices(tmp_path):
+    path = _scaled_tensor_model(tmp_path)
+    with pytest.raises(CompressError, match="unknown range estimator 'max'; available: mse, percentile, mean_minmax"):
+        tensor_ranges(path, ["t"], [RNG.standard_normal((1, 4, 8, 8)).astype(np.float32)], "max")
 
 
 def _pool_block():
@@ -378,3 +421,25 @@ def test_a_rewrite_that_writes_one_initializer_name_twice_is_an_error(tmp_path, 
     path = _save(mobilenet_block(), tmp_path / "m.onnx")
     with pytest.raises(CompressError, match="share_pool_grid.*'dup' twice"):
         apply_rewrites(path, ("share_pool_grid",))
+
+
+@pytest.mark.parametrize("estimator", ["mse", "mean_minmax"])
+def test_apply_rewrites_quantizes_outputs_with_the_chosen_range_estimator(tmp_path, estimator):
+    nodes, inits = [], []
+    _qdq("input", "x", 0.05, np.uint8(128), nodes, inits)
+    _conv("x", "c1", 4, 8, nodes, inits)
+    nodes.append(helper.make_node("HardSwish", ["c1"], ["h1"]))
+    _qdq("h1", "a1", 0.05, np.uint8(128), nodes, inits)
+    _conv("a1", "c2", 8, 8, nodes, inits)
+    _qdq("c2", "out", 0.05, np.uint8(128), nodes, inits)
+    path = _save(_model(nodes, inits, "out"), tmp_path / "m.onnx")
+    calib = [RNG.standard_normal((1, 4, 8, 8)).astype(np.float32) for _ in range(8)]
+    calib[2][0, :, 3, 3] = 25.0  # one image with extreme pixels: the two estimators disagree
+    lo, hi = tensor_ranges(path, ["c1"], calib, estimator)["c1"]
+    assert apply_rewrites(path, ("quantize_outputs",), calib, estimator)["quantize_outputs"] == 1
+    inits_after = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    assert float(inits_after["c1_out_scale"]) == pytest.approx((hi - lo) / 255.0, rel=1e-6)
+    other = tensor_ranges(_save(_model(nodes, inits, "out"), tmp_path / "o.onnx"), ["c1"], calib,
+                          "mean_minmax" if estimator == "mse" else "mse")["c1"]  # fmt: skip
+    assert (hi - lo) != pytest.approx(max(other[1], 0.0) - min(other[0], 0.0), rel=1e-3)
