@@ -157,7 +157,8 @@ def test_classifier_gemm_behind_flatten_with_float_bias_becomes_qgemm(tmp_path):
     np.testing.assert_allclose(_run(after, x), ref, atol=0.5 * 0.05 * 0.01 + 1e-6)  # half an int32 bias step
 
 
-def test_conv_before_an_activation_without_integer_kernel_gets_its_output_quantized(tmp_path):
+def _hardswish_block():
+    """Q/DQ -> Conv c1 -> HardSwish (no integer kernel) -> Q/DQ -> Conv c2 -> Q/DQ."""
     nodes, inits = [], []
     _qdq("input", "x", 0.05, np.uint8(128), nodes, inits)
     _conv("x", "c1", 4, 8, nodes, inits)
@@ -165,6 +166,11 @@ def test_conv_before_an_activation_without_integer_kernel_gets_its_output_quanti
     _qdq("h1", "a1", 0.05, np.uint8(128), nodes, inits)
     _conv("a1", "c2", 8, 8, nodes, inits)
     _qdq("c2", "out", 0.05, np.uint8(128), nodes, inits)
+    return nodes, inits
+
+
+def test_conv_before_an_activation_without_integer_kernel_gets_its_output_quantized(tmp_path):
+    nodes, inits = _hardswish_block()
     m = _model(nodes, inits, "out")
     before = _save(m, tmp_path / "before.onnx")
     assert runtime_report(before, runs=1)["float_compute_nodes"] == ["/c1/Conv"]
@@ -425,13 +431,7 @@ def test_a_rewrite_that_writes_one_initializer_name_twice_is_an_error(tmp_path, 
 
 @pytest.mark.parametrize("estimator", ["mse", "mean_minmax"])
 def test_apply_rewrites_quantizes_outputs_with_the_chosen_range_estimator(tmp_path, estimator):
-    nodes, inits = [], []
-    _qdq("input", "x", 0.05, np.uint8(128), nodes, inits)
-    _conv("x", "c1", 4, 8, nodes, inits)
-    nodes.append(helper.make_node("HardSwish", ["c1"], ["h1"]))
-    _qdq("h1", "a1", 0.05, np.uint8(128), nodes, inits)
-    _conv("a1", "c2", 8, 8, nodes, inits)
-    _qdq("c2", "out", 0.05, np.uint8(128), nodes, inits)
+    nodes, inits = _hardswish_block()
     path = _save(_model(nodes, inits, "out"), tmp_path / "m.onnx")
     calib = [RNG.standard_normal((1, 4, 8, 8)).astype(np.float32) for _ in range(8)]
     calib[2][0, :, 3, 3] = 25.0  # one image with extreme pixels: the two estimators disagree
