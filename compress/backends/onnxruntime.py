@@ -270,6 +270,7 @@ def runtime_report(
         prof = Path(sess.end_profiling())
         events = json.loads(prof.read_text())
         graph = onnx.load(so.optimized_model_filepath, load_external_data=False).graph
+    sources = fused_sources(graph, onnx.load(str(path), load_external_data=False).graph)
     ops = Counter(n.op_type for n in graph.node)
     compute_int = [n for n in graph.node if n.op_type in INTEGER_COMPUTE_OPS]
     compute_float = [n for n in graph.node if n.op_type in FLOAT_COMPUTE_OPS]
@@ -307,9 +308,43 @@ def runtime_report(
         "time_share_conversion": sum(v for k, v in share.items() if k in CONVERSION_OPS),
         "kernel_time_us": total if by_op else 0.0,
         "node_times_us": node_us,
+        "node_sources": {k: v for k, v in sources.items() if k in node_us},
         "summary": f"int8 ops {len(compute_int)}/{n_compute}",
     }
     return report
+
+
+# ops ORT fuses into the convolution or matmul that feeds them (BatchNormalization folded, activations and a
+# residual Add/Sum fused): a fused node takes its name from the last of them
+_FUSED_INTO_COMPUTE = {
+    "BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Add", "Sum",
+}  # fmt: skip
+_SOURCE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+
+
+def fused_sources(optimized: Any, original: Any) -> dict[str, str]:
+    """Optimised compute node name -> name of the original Conv/Gemm/MatMul it runs, where ORT renamed it.
+
+    A Conv fused with its BatchNorm and activation (and put in the NCHWc layout) is named after the
+    activation's output (`/stem/stem.2/Relu_output_0_nchwc`), so a time read by node name lands on the
+    activation, not on the conv. Walking back from that tensor through the ops ORT fuses into a conv
+    finds it.
+    """
+    producer = {o: n for n in original.node for o in n.output}
+    out: dict[str, str] = {}
+    for node in optimized.node:
+        if node.op_type not in FLOAT_COMPUTE_OPS + INTEGER_COMPUTE_OPS or not node.name:
+            continue
+        src = producer.get(node.name.removesuffix("_nchwc")) or producer.get(node.output[0].removesuffix("_nchwc"))
+        for _ in range(8):
+            if src is None or src.op_type not in _FUSED_INTO_COMPUTE:
+                break
+            feeds = [producer[i] for i in src.input if i in producer]
+            # an Add's conv branch: the input a Conv or BatchNormalization makes
+            src = next((f for f in feeds if f.op_type in _SOURCE_OPS or f.op_type == "BatchNormalization"), None)
+        if src is not None and src.op_type in _SOURCE_OPS and src.name and src.name != node.name:
+            out[node.name] = src.name
+    return out
 
 
 def _report_shape(model_shape: list[Any], given: tuple[int, ...] | None) -> tuple[int, ...]:

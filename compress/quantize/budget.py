@@ -72,10 +72,15 @@ def sensitivity_search(
 
 
 def _scope_time(layers: list[str], report: dict[str, Any]) -> float:
-    """Profiled microseconds of every node named within the scopes of `layers` in a `runtime_report`."""
+    """Profiled microseconds of every node named within the scopes of `layers` in a `runtime_report`.
+
+    A node ORT renamed when it fused a conv with what follows it counts under the conv it runs
+    (`node_sources`): float Conv-BN-ReLU blocks are named after their ReLU.
+    """
     times = report["node_times_us"]
-    names = list(times)
-    return sum(times[n] for layer in layers for n in nodes_of(layer, names))
+    sources = report.get("node_sources", {})
+    scopes = tuple(s for layer in layers for s in (onnx_scope(layer), legacy_scope(layer)))
+    return sum(t for n, t in times.items() if n.startswith(scopes) or sources.get(n, "").startswith(scopes))
 
 
 def latency_candidates(

@@ -51,3 +51,39 @@ def test_every_kind_is_a_candidate_when_asked_even_one_the_profiler_says_int8_sp
         "linear layers (1)",
         "grouped convs (2)",
     ]
+
+
+class _ConvBnAct(nn.Module):
+    """A stem and two Conv-BN-activation blocks and a residual block: ORT names their fused float convs
+    after the activation (or the residual add's ReLU), not after the conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.ReLU6())
+        self.conv = nn.Conv2d(16, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.dw(self.stem(x))
+        x = (self.bn(self.conv(x)) + x).relu()
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_fused_float_conv_is_timed_as_its_conv_not_as_its_activation(tmp_path):
+    from compress.backends.onnxruntime import runtime_report
+    from compress.models.model import Model
+    from compress.quantize.budget import _scope_time
+    from compress.quantize.int8 import _export_float
+
+    path = tmp_path / "float.onnx"
+    _export_float(Model(_ConvBnAct().eval(), {"source": "test", "name": "cba", "kwargs": {}}, (3, 16, 16)), path)
+    report = runtime_report(path, input_shape=(1, 3, 16, 16), runs=2)
+    sources = report["node_sources"]
+    assert "/stem/stem.0/Conv" in sources.values() and "/dw/dw.0/Conv" in sources.values()
+    assert all(not name.startswith(("/stem/stem.0/", "/dw/dw.0/")) for name in report["node_times_us"])  # renamed
+    for layer in ("stem.0", "dw.0", "conv", "head"):
+        assert _scope_time([layer], report) > 0, (layer, report["node_times_us"], sources)
+    total = sum(report["node_times_us"].values())
+    assert _scope_time(["stem.0", "dw.0", "conv", "head"], report) <= total
