@@ -10,6 +10,12 @@ The paper does not pin down scales, window stride, the two terms' form and weigh
 follows the reading in our methods notes (pool to k x k, k in {1, 2, 4}; sample-wise + feature-wise
 InfoNCE) and makes each a config field. The student gets a trainable 1x1 projection when its width
 differs from the teacher's; the teacher's features are used as they are.
+
+The temperature (0.1) suits a student of ordinary size and not a tiny one (digits, 12 epochs, accuracy
+vs the student trained alone; `benchmarks/distill_msd_sweep.py`): mobilenet_v3_small, 3 seeds, 0.1
+96.29% (best of every method) vs 0.5 with a KD term 95.17%; an 8.6k-parameter CNN, 5 seeds, 0.1 is
+0.89 pt behind the student alone, 0.5 with KD 0.67 pt ahead. Set `temperature` and `kd_weight` for
+very small students.
 """
 
 from __future__ import annotations
