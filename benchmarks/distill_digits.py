@@ -128,7 +128,8 @@ def markdown(summary: list[dict], title: str) -> str:
         vs = "—"
         if s["method"] != "scratch" and s["vs_scratch_mean"] is not None:
             vs = f"{100 * s['vs_scratch_mean']:+.2f} ± {100 * (s['vs_scratch_std'] or 0.0):.2f}"
-        ahead = "—" if s["method"] == "scratch" else f"{s['wins_vs_scratch']}/{s['seeds']}"
+        paired = s["method"] != "scratch" and s["vs_scratch_mean"] is not None
+        ahead = f"{s['wins_vs_scratch']}/{s['seeds']}" if paired else "—"
         lines.append(
             f"| {s['epochs']} | {s['method']} | {100 * s['mean']:.2f} ± {100 * s['std']:.2f} | "
             f"{100 * s['min']:.2f} – {100 * s['max']:.2f} | {vs} | {ahead} |"
