@@ -178,7 +178,10 @@ def int8(model: Model, config: Int8Config, ctx: Context) -> Result:
             if config.mixed_by_latency is not False and (speed is not None or config.mixed_by_latency)
             else []
         )
-        if wants_latency_plan(config, speed, candidates):
+        if candidates and config.mixed_by_latency is None and speed is not None and speed.get("busy_machine"):
+            # no trial can measure faster on a busy machine (see `speed`): not worth its time
+            latency_trial = {"skipped": "busy machine: other processes took the CPU the trials would be timed on"}
+        elif wants_latency_plan(config, speed, candidates):
             first_placement = dict(placement)
             kept = _mixed_by_latency(
                 float_path, out_path, base.input_shape, candidates, float_layers, build, drop_of, config
@@ -195,6 +198,8 @@ def int8(model: Model, config: Int8Config, ctx: Context) -> Result:
     if config.target == "tensorrt" and not qdq["valid"]:
         raise CompressError(f"the INT8 model breaks TensorRT's Q/DQ rules: {qdq['violations'][0]}")
     summary = _summary(config.target, runtime, speed)
+    if latency_trial and "skipped" in latency_trial:
+        summary += "; latency-aware mixed precision not tried (busy machine)"
     if guards_speed(config) and speed is not None and speed["verdict"] == SLOWER:
         from compress.quantize.speed import slow_ops
 
@@ -249,7 +254,7 @@ def _measure(float_path: Path, path: Path, shape: tuple[int, ...], config: Int8C
         speed = measure_speedup(
             float_path, path, tuple(shape), rounds=config.speed_rounds, threads=config.threads, seed=config.seed
         )
-        if speed["verdict"] == UNDECIDED:  # too noisy to decide: once more, twice as long
+        if speed["verdict"] == UNDECIDED and not speed.get("busy_machine"):  # too noisy to decide: once more, longer
             first = speed
             speed = measure_speedup(
                 float_path, path, tuple(shape), rounds=2 * config.speed_rounds, threads=config.threads, seed=config.seed

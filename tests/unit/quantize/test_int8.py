@@ -71,7 +71,7 @@ def test_torch_route_with_qat_exports_int8_qdq(trained, digits, tmp_path):
     assert fold_weight_quantizers(r.onnx) == 0  # nothing left to fold
 
 
-def _fake_speed(verdict, speedup, calls=None):
+def _fake_speed(verdict, speedup, calls=None, busy=False):
     def measure(*args, rounds=8, **kwargs):
         if calls is not None:
             calls.append(rounds)
@@ -86,6 +86,8 @@ def _fake_speed(verdict, speedup, calls=None):
             "rounds": rounds,
             "method": "fake",
             "threads": 1,
+            "busy_machine": busy,
+            **({"other_cpu_share": 0.6, "cpus": 2, "machine_load": 3.0} if busy else {}),
         }
 
     return measure
@@ -172,6 +174,25 @@ def test_mixed_by_latency_runs_by_default_when_int8_is_not_faster_and_keeps_only
     monkeypatch.setattr(speed, "measure_speedup", _fake_speed(speed.FASTER, 1.5, calls))
     r = _run(trained, digits, tmp_path / "b", mixed_by_latency=None)
     assert calls == [8] and r.metrics["latency_float_layers"] == [] and r.metrics["mixed_by_latency_trial"] is None
+
+
+def test_on_a_busy_machine_the_check_is_not_repeated_and_the_latency_plan_not_tried(
+    trained, digits, tmp_path, monkeypatch
+):
+    import compress.quantize.budget as budget
+    import compress.quantize.speed as speed
+
+    monkeypatch.setattr(budget, "latency_candidates", lambda *a, **k: [{"layer": "0", "cost_us": 2.0}])
+    calls: list[int] = []
+    monkeypatch.setattr(speed, "measure_speedup", _fake_speed(speed.UNDECIDED, 1.2, calls, busy=True))
+    r = _run(trained, digits, tmp_path / "a", mixed_by_latency=None, speed_rounds=6)
+    assert calls == [6]  # neither measured again longer nor timed for latency trials
+    assert r.metrics["latency_float_layers"] == [] and "busy" in r.metrics["mixed_by_latency_trial"]["skipped"]
+    assert "other processes took 60% of 2 CPUs" in r.metrics["int8_summary"]
+    assert "not tried (busy machine)" in r.metrics["int8_summary"]
+    calls.clear()  # asked for explicitly, the plan still runs
+    r = _run(trained, digits, tmp_path / "b", mixed_by_latency=True, speed_rounds=6)
+    assert len(calls) == 2 and r.metrics["mixed_by_latency_trial"]["trials"][0]["kept"] is False
 
 
 def test_u8s8_saturation_is_told_by_vnni_on_x86_only():

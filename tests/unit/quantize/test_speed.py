@@ -43,3 +43,38 @@ def test_a_busy_machine_is_named_with_the_figure(monkeypatch):
     assert busy["busy_machine"] and "busy machine: load 6.3 on 2 CPUs" in speed.describe(busy)
     quiet = {**base, **speed._load_record(1.0)}
     assert not quiet["busy_machine"] and "busy" not in speed.describe(quiet)
+
+
+def test_other_processes_cpu_share_is_what_the_machine_used_beyond_this_process(monkeypatch):
+    monkeypatch.setattr(speed.os, "cpu_count", lambda: 2)
+    # 10 s on 2 CPUs = 20 CPU-seconds; the machine used 14 of them, this process 4: others took 10 of 20
+    assert speed.other_cpu_share((0.0, 100.0, 1.0), (10.0, 114.0, 5.0)) == 0.5
+    assert speed.other_cpu_share((0.0, 100.0, 1.0), (10.0, 104.5, 5.0)) == 0.025
+    assert speed.other_cpu_share((0.0, None, 1.0), (10.0, None, 5.0)) is None
+    wall, busy, own = speed.cpu_sample()
+    assert own > 0 and (busy is None or busy >= own)
+
+
+def test_a_busy_machine_cannot_show_int8_faster(monkeypatch, tmp_path):
+    """Contention slows float more than INT8: on a busy machine `faster` becomes `not significantly faster`."""
+    rng = np.random.default_rng(2)
+    monkeypatch.setattr(speed.os, "cpu_count", lambda: 2)
+    rounds = [_rounds(0.6e-3, 0.0, rng), _rounds(0.3e-3, 0.0, rng)]  # a clear 2x
+    samples = iter([(0.0, 100.0, 1.0), (10.0, 114.0, 5.0)])  # others took half the machine
+    monkeypatch.setattr(speed, "cpu_sample", lambda: next(samples))
+    monkeypatch.setattr("compress.check.gate.interleaved_times", lambda *a, **k: rounds)
+
+    class Session:
+        threads = 2
+
+    class Backend:
+        def load(self, path, options):
+            return Session()
+
+    monkeypatch.setattr("compress.backends.get_backend", lambda name: Backend())
+    busy = speed.measure_speedup(tmp_path / "f.onnx", tmp_path / "q.onnx", (3, 8, 8))
+    assert busy["busy_machine"] and busy["other_cpu_share"] == 0.5
+    assert busy["verdict"] == speed.UNDECIDED and 1.9 < busy["speedup"] < 2.1
+    assert "other processes took 50% of 2 CPUs" in speed.describe(busy) and "quiet" in speed.describe(busy)
+    samples = iter([(0.0, 100.0, 1.0), (10.0, 104.5, 5.0)])
+    assert speed.measure_speedup(tmp_path / "f.onnx", tmp_path / "q.onnx", (3, 8, 8))["verdict"] == speed.FASTER
