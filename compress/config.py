@@ -61,7 +61,7 @@ def from_dict(cls: type[C], data: Any, *, where: str = "config") -> C:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
-        raise RecipeError(f"{where}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(fields))}")
+        raise RecipeError(f"{where}: unknown key {short(unknown[0], 40)}; allowed: {', '.join(sorted(fields))}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(value, hints[name], f"{where}.{name}")

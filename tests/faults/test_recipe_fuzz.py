@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from compress.errors import CompressError
@@ -45,6 +45,7 @@ recipes = st.one_of(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(recipes)
+@example({"\n": None})  # a key with a line break was echoed as is: a two-line message
 def test_recipe_loader_never_raises_anything_but_a_bounded_recipe_error(raw):
     try:
         recipe = parse_recipe(raw, where="fuzz.yaml")
