@@ -74,6 +74,13 @@ GRIDS = {
 }  # fmt: skip
 
 
+def grid_teacher(grid: dict, data, epochs: int | None = None, lr: float | None = None):
+    """The grid's teacher network (seed 0, untrained) and its training settings, epochs / lr overridden if given."""
+    spec, kwargs, config = grid["teacher"]
+    config = dataclasses.replace(config, epochs=epochs or config.epochs, lr=lr or config.lr)
+    return load_model(spec, num_classes=10, input_shape=data.input_shape, kwargs=kwargs, seed=0), config
+
+
 def method_config(name: str, epochs: int, seed: int):
     tc = TrainConfig(epochs=epochs, batch_size=32, lr=LR, seed=seed)
     if name.startswith("fm") or name == "funmatch":
@@ -161,12 +168,8 @@ def main() -> None:
     grid = GRIDS[args.grid]
     data = load_data(grid["data"])
     t0 = time.perf_counter()
-    tspec, tkw, tcfg = grid["teacher"]
-    if args.teacher_epochs is not None or args.teacher_lr is not None:
-        tcfg = dataclasses.replace(
-            tcfg, epochs=args.teacher_epochs or tcfg.epochs, lr=args.teacher_lr if args.teacher_lr else tcfg.lr
-        )
-    teacher = load_model(tspec, num_classes=10, input_shape=data.input_shape, kwargs=tkw, seed=0)
+    tspec = grid["teacher"][0]
+    teacher, tcfg = grid_teacher(grid, data, args.teacher_epochs, args.teacher_lr)
     partial = Path(args.out).with_suffix(".partial.json")
     if args.summarise_only:  # the finished cells of an interrupted run, without training anything
         rows = json.loads(partial.read_text())

@@ -56,8 +56,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     grid = dd.GRIDS[args.grid]
     data = load_data(grid["data"])
-    tspec, tkw, tcfg = grid["teacher"]
-    teacher = load_model(tspec, num_classes=10, input_shape=data.input_shape, kwargs=tkw, seed=0)
+    tspec = grid["teacher"][0]
+    teacher, tcfg = dd.grid_teacher(grid, data)
     teacher_acc = train(teacher.module, data, tcfg, show_progress=False).metrics["accuracy"]
     sspec, skw = grid["student"]
     rows = []

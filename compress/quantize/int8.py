@@ -173,15 +173,15 @@ def int8(model: Model, config: Int8Config, ctx: Context) -> Result:
     latency_trial: dict[str, Any] | None = None
     if config.target == "onnxruntime":
         runtime, speed = _measure(float_path, out_path, base.input_shape, config)
+        busy = config.mixed_by_latency is None and speed is not None and speed.get("busy_machine")
         candidates = (
             _latency_candidates(float_path, base, layer_names, float_layers, runtime, speed, config)
-            if config.mixed_by_latency is not False and (speed is not None or config.mixed_by_latency)
+            if not busy and config.mixed_by_latency is not False and (speed is not None or config.mixed_by_latency)
             else []
         )
-        if candidates and config.mixed_by_latency is None and speed is not None and speed.get("busy_machine"):
-            # no trial can measure faster on a busy machine (see `speed`): not worth its time
+        if busy:  # the default plan is not tried (`wants_latency_plan`), nor its float profile taken
             latency_trial = {"skipped": "busy machine: other processes took the CPU the trials would be timed on"}
-        elif wants_latency_plan(config, speed, candidates):
+        if wants_latency_plan(config, speed, candidates):
             first_placement = dict(placement)
             kept = _mixed_by_latency(
                 float_path, out_path, base.input_shape, candidates, float_layers, build, drop_of, config
@@ -270,11 +270,14 @@ def guards_speed(config: Int8Config) -> bool:
 
 def wants_latency_plan(config: Int8Config, speed: dict[str, Any] | None, candidates: list[dict[str, Any]]) -> bool:
     """Whether to try latency-aware mixed precision: asked for, or (default) all-INT8 is not measurably faster,
-    or a kind of layer (depthwise, grouped, linear) runs slower in INT8 than in float by the profiler."""
+    or a kind of layer (depthwise, grouped, linear) runs slower in INT8 than in float by the profiler. Not by
+    default on a busy machine: no trial can measure faster there (see `speed`), so none could be kept."""
     if not candidates:
         return False
     if config.mixed_by_latency is None:
-        return speed is not None and (speed["verdict"] != FASTER or any(c.get("group") for c in candidates))
+        if speed is None or speed.get("busy_machine"):
+            return False
+        return speed["verdict"] != FASTER or any(c.get("group") for c in candidates)
     return config.mixed_by_latency
 
 

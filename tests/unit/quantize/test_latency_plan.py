@@ -40,6 +40,9 @@ def test_a_faster_all_int8_model_is_still_tried_with_a_kind_the_profiler_says_in
     assert wants_latency_plan(default, slower, single)
     assert not wants_latency_plan(default, slower, [])
     assert not wants_latency_plan(Int8Config(mixed_by_latency=False), slower, group)
+    busy = {"verdict": "not significantly faster", "busy_machine": True}  # no trial could be kept
+    assert not wants_latency_plan(default, busy, group)
+    assert wants_latency_plan(Int8Config(mixed_by_latency=True), busy, group)  # asked for: tried anyway
 
 
 def test_every_kind_is_a_candidate_when_asked_even_one_the_profiler_says_int8_speeds_up():
